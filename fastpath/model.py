@@ -1,0 +1,145 @@
+"""The validated company model: what YAML becomes once every check has passed.
+
+Everything here is immutable and already normalised (E.164 numbers without ``+``,
+minutes since midnight, IANA zone names), so the store writer never has to
+re-check or re-parse anything.  Data flows one way: YAML -> this model -> store.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+#: Where a call can be sent.  ``extension`` is resolved by the validator to
+#: ``employee`` or ``department``, so it never reaches the store.
+DESTINATION_KINDS = (
+    "employee",    # ring one employee, following their diverts
+    "department",  # ring a department (ring group) with its strategy
+    "ivr",         # an IVR menu of the same company
+    "voicemail",   # the voicemail box of an employee or department
+    "external",    # an E.164 number through the outbound gateway
+    "fax",         # receive a fax for an employee (delivered by e-mail)
+    "hangup",      # end the call with a Q.850 cause name (ref)
+)
+
+ROLES = ("admin", "receptionist", "user")
+STRATEGIES = ("simultaneous", "sequential", "cumulative")
+NUMBER_MODES = ("always", "schedule")
+DIVERT_CONDITIONS = ("always", "busy", "no_answer", "unreachable")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A routing target.
+
+    ``ref`` is an extension (employee, department, voicemail, fax), an IVR menu
+    key, an E.164 number without ``+`` (external) or a hangup cause name.
+    ``greeting`` is a sound file played before the destination is reached.
+    """
+
+    kind: str
+    ref: str
+    greeting: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Diverts:
+    """Call forwarding of one employee.  ``None`` means the condition is off.
+
+    A divert to the employee's own voicemail is ``Destination("voicemail", <own ext>)``.
+    ``no_answer_after`` is the no-answer timer in seconds (company default applied).
+    """
+
+    always: Destination | None = None
+    busy: Destination | None = None
+    no_answer: Destination | None = None
+    no_answer_after: int = 20
+    unreachable: Destination | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Employee:
+    extension: str
+    name: str
+    role: str
+    company: str
+    email: str | None = None
+    mobile: str | None = None           # E.164 digits, no '+'
+    a1_hash: str | None = None          # md5("ext:domain:password"), never the password
+    mobile_after: int | None = None     # ring the mobile after N s without answer
+    diverts: Diverts = field(default_factory=Diverts)
+
+
+@dataclass(frozen=True, slots=True)
+class Department:
+    extension: str
+    name: str
+    company: str
+    members: tuple[str, ...]            # employee extensions, in ring order
+    strategy: str                       # one of STRATEGIES
+    step_seconds: int                   # sequential: ring time per member; cumulative: delay between starts
+    timeout: int                        # overall ring time of the group
+    no_answer: Destination | None       # where the call goes when nobody answers (None: hang up NO_ANSWER)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Business hours in the company's time zone.
+
+    ``hours[i]`` holds the open intervals of weekday ``i`` (0 = Monday) as
+    ``(start_minute, end_minute)`` pairs, end exclusive, sorted, non-overlapping;
+    ``end_minute`` may be 1440 for "until midnight".  ``holidays`` are whole
+    local days on which the schedule is closed, sorted.
+    """
+
+    key: str
+    hours: tuple[tuple[tuple[int, int], ...], ...]
+    holidays: tuple[_dt.date, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A company DID.  With ``mode == "always"`` only ``open`` is used."""
+
+    number: str                         # E.164 digits, no '+'
+    company: str
+    mode: str
+    open: Destination
+    closed: Destination | None = None
+    schedule: str | None = None         # Schedule.key within the company
+
+
+@dataclass(frozen=True, slots=True)
+class IvrMenu:
+    key: str
+    company: str
+    greeting: str
+    options: tuple[tuple[str, Destination], ...]   # (digit, destination), digits 0-9 * #
+    on_timeout: Destination
+    on_invalid: Destination
+    timeout: int = 5                    # seconds to wait for a digit
+    retries: int = 3                    # how many times the greeting is played
+
+
+@dataclass(frozen=True, slots=True)
+class Company:
+    id: str
+    name: str
+    country: str                        # ISO 3166-1 alpha-2, for national numbers
+    timezone: str                       # IANA zone name
+    sip_domain: str
+    no_answer_seconds: int = 20         # default no-answer divert timer
+    ring_timeout: int = 60              # how long a phone rings when nothing else is configured
+    outbound_caller_id: str | None = None   # E.164 digits shown on calls out
+    city_code: str | None = None        # area code for local numbers without one
+    employees: tuple[Employee, ...] = ()
+    departments: tuple[Department, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
+    numbers: tuple[Number, ...] = ()
+    ivr_menus: tuple[IvrMenu, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    companies: tuple[Company, ...]
+    source: str = ""                    # file name(s) the config came from

@@ -1,0 +1,438 @@
+"""Binary records kept in the LMDB store, and their pure-Python decoders.
+
+Why not JSON or msgpack: the Cython engine reads these records straight out of
+LMDB's memory map with pointer arithmetic, no allocation and no parser.  So the
+layout is fixed and simple:
+
+* little-endian integers; every record starts with ``u8 type, u8 version``;
+* a string is ``u16 byte length`` + UTF-8 bytes (empty string = absent);
+* a destination is ``u8 kind`` + string ref + string greeting (kind 0 = none);
+* lists are ``u16 count`` + items.
+
+Changing any layout means bumping :data:`SCHEMA_VERSION`; the store refuses to
+open a store written by another version.  ``fastpath/_engine.pyx`` reads the same
+layouts; the tests decode every record both ways.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .errors import StoreError
+from .model import Destination
+
+SCHEMA_VERSION = 1
+
+# Record types (first byte of every value).
+REC_NUMBER = 1
+REC_EMPLOYEE = 2
+REC_DEPARTMENT = 3
+REC_IVR = 4
+REC_COMPANY = 5
+REC_LIVE = 6
+REC_REFERRAL = 7
+REC_HISTORY = 8
+RECORD_VERSION = 1
+
+# Destination kinds on disk.  0 means "none" (a divert that is off).
+KIND_CODES = {
+    "employee": 1, "department": 2, "ivr": 3, "voicemail": 4,
+    "external": 5, "fax": 6, "hangup": 7,
+}
+KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+
+ROLE_CODES = {"user": 0, "admin": 1, "receptionist": 2}
+ROLE_NAMES = {code: name for name, code in ROLE_CODES.items()}
+STRATEGY_CODES = {"simultaneous": 0, "sequential": 1, "cumulative": 2}
+STRATEGY_NAMES = {code: name for name, code in STRATEGY_CODES.items()}
+MODE_ALWAYS = 0
+MODE_SCHEDULE = 1
+
+# Live-state flags.
+LIVE_REG_KNOWN = 1      # the listener has seen this extension's registration state
+LIVE_REGISTERED = 2     # ... and it is registered
+
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_I32 = struct.Struct("<i")
+_HEAD = struct.Struct("<BB")
+_TZ_HEAD = struct.Struct("<Hqq")     # count, valid_from, valid_until (UTC seconds)
+_TRANSITION = struct.Struct("<qi")   # utc seconds, offset seconds
+_LIVE = struct.Struct("<BBBHq")      # type, version, flags, active calls, updated (ms)
+_I64 = struct.Struct("<q")
+
+
+class Writer:
+    """Appends fields to a bytearray in the record layout."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, rec_type: int):
+        self.buf = bytearray(_HEAD.pack(rec_type, RECORD_VERSION))
+
+    def u8(self, value: int) -> "Writer":
+        self.buf += _U8.pack(value)
+        return self
+
+    def u16(self, value: int) -> "Writer":
+        self.buf += _U16.pack(value)
+        return self
+
+    def i32(self, value: int) -> "Writer":
+        self.buf += _I32.pack(value)
+        return self
+
+    def i64(self, value: int) -> "Writer":
+        self.buf += _I64.pack(value)
+        return self
+
+    def str(self, value: str | None) -> "Writer":
+        data = (value or "").encode("utf-8")
+        if len(data) > 0xFFFF:
+            raise StoreError(f"string of {len(data)} bytes does not fit a record field: {value[:40]!r}…")
+        self.buf += _U16.pack(len(data)) + data
+        return self
+
+    def dest(self, dest: Destination | None) -> "Writer":
+        if dest is None:
+            return self.u8(0).str(None).str(None)
+        return self.u8(KIND_CODES[dest.kind]).str(dest.ref).str(dest.greeting)
+
+    def raw(self, data: bytes) -> "Writer":
+        self.buf += data
+        return self
+
+    def bytes(self) -> bytes:
+        return bytes(self.buf)
+
+
+class Reader:
+    """Reads fields in order from a record (bytes or a buffer from LMDB)."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data, expect_type: int):
+        self.data = memoryview(data)
+        if len(self.data) < 2:
+            raise StoreError("record shorter than its 2-byte header")
+        rec_type, version = _HEAD.unpack_from(self.data, 0)
+        if rec_type != expect_type or version != RECORD_VERSION:
+            raise StoreError(
+                f"record type {rec_type} v{version} found where type {expect_type} "
+                f"v{RECORD_VERSION} was expected; the store is corrupt or from another version")
+        self.pos = 2
+
+    def u8(self) -> int:
+        (value,) = _U8.unpack_from(self.data, self.pos)
+        self.pos += 1
+        return value
+
+    def u16(self) -> int:
+        (value,) = _U16.unpack_from(self.data, self.pos)
+        self.pos += 2
+        return value
+
+    def i32(self) -> int:
+        (value,) = _I32.unpack_from(self.data, self.pos)
+        self.pos += 4
+        return value
+
+    def i64(self) -> int:
+        (value,) = _I64.unpack_from(self.data, self.pos)
+        self.pos += 8
+        return value
+
+    def str(self) -> str:
+        size = self.u16()
+        value = bytes(self.data[self.pos:self.pos + size]).decode("utf-8")
+        self.pos += size
+        return value
+
+    def dest(self) -> Destination | None:
+        code = self.u8()
+        ref = self.str()
+        greeting = self.str()
+        if code == 0:
+            return None
+        return Destination(KIND_NAMES[code], ref, greeting or None)
+
+
+# --- decoded views used by the reference engine, the CLI and the tests ------
+
+@dataclass(frozen=True, slots=True)
+class TzTable:
+    """UTC offsets of one zone between ``valid_from`` and ``valid_until``.
+
+    ``transitions`` are ``(utc_seconds, offset_seconds)``, sorted; the offset of
+    instant t is that of the last transition at or before t.
+    """
+
+    name: str
+    valid_from: int
+    valid_until: int
+    transitions: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRec:
+    key: str
+    hours: tuple[tuple[tuple[int, int], ...], ...]
+    holidays: tuple[int, ...]          # local days since 1970-01-01
+    tz: TzTable
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRec:
+    number: str
+    company: str
+    mode: int
+    open: Destination | None
+    closed: Destination | None
+    schedule: ScheduleRec | None
+
+
+@dataclass(frozen=True, slots=True)
+class EmployeeRec:
+    extension: str
+    company: str
+    name: str
+    role: str
+    email: str
+    mobile: str
+    a1_hash: str
+    mobile_after: int                   # 0 = no no-answer-to-mobile
+    no_answer_after: int
+    ring_timeout: int
+    always: Destination | None
+    busy: Destination | None
+    no_answer: Destination | None
+    unreachable: Destination | None
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentRec:
+    extension: str
+    company: str
+    name: str
+    strategy: str
+    step_seconds: int
+    timeout: int
+    no_answer: Destination | None
+    members: tuple[tuple[str, str], ...]    # (extension, name)
+
+
+@dataclass(frozen=True, slots=True)
+class IvrRec:
+    company: str
+    key: str
+    greeting: str
+    timeout: int
+    retries: int
+    on_timeout: Destination | None
+    on_invalid: Destination | None
+    options: tuple[tuple[str, Destination | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyRec:
+    id: str
+    name: str
+    country: str
+    timezone: str
+    sip_domain: str
+    no_answer_seconds: int
+    ring_timeout: int
+    outbound_caller_id: str
+    city_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRec:
+    registered_known: bool
+    registered: bool
+    active_calls: int
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRec:
+    extension: str
+    when: int                # POSIX seconds of the call
+    direction: str           # "in" | "out"
+
+
+VISIBILITY_CODES = {"everyone": 0, "receptionists": 1, "nobody": 2}
+VISIBILITY_NAMES = {code: name for name, code in VISIBILITY_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralInterval:
+    """An availability status (meeting, vacation…) in force from ``start`` to ``end``.
+
+    Times are POSIX seconds; ``source`` says who set it ("manual", "calendar:…").
+    ``visibility`` says who may see ``reason`` and ``alternate``.
+    """
+
+    start: int
+    end: int
+    status: str
+    reason: str = ""
+    alternate: str = ""
+    visibility: str = "everyone"
+    source: str = "manual"
+
+
+# --- encoders (store writer side) ------------------------------------------
+
+def encode_tz(writer: Writer, table: TzTable) -> None:
+    writer.str(table.name)
+    writer.raw(_TZ_HEAD.pack(len(table.transitions), table.valid_from, table.valid_until))
+    for when, offset in table.transitions:
+        writer.raw(_TRANSITION.pack(when, offset))
+
+
+def encode_number(rec: NumberRec) -> bytes:
+    w = Writer(REC_NUMBER).str(rec.company).u8(rec.mode).dest(rec.open).dest(rec.closed)
+    if rec.mode == MODE_SCHEDULE:
+        sched = rec.schedule
+        w.str(sched.key)
+        for day in sched.hours:
+            w.u8(len(day))
+            for start, end in day:
+                w.u16(start).u16(end)
+        w.u16(len(sched.holidays))
+        for day in sched.holidays:
+            w.i32(day)
+        encode_tz(w, sched.tz)
+    return w.bytes()
+
+
+def encode_employee(rec: EmployeeRec) -> bytes:
+    return (Writer(REC_EMPLOYEE).str(rec.company).str(rec.name).u8(ROLE_CODES[rec.role])
+            .str(rec.email).str(rec.mobile).str(rec.a1_hash)
+            .u16(rec.mobile_after).u16(rec.no_answer_after).u16(rec.ring_timeout)
+            .dest(rec.always).dest(rec.busy).dest(rec.no_answer).dest(rec.unreachable)
+            .bytes())
+
+
+def encode_department(rec: DepartmentRec) -> bytes:
+    w = (Writer(REC_DEPARTMENT).str(rec.company).str(rec.name).u8(STRATEGY_CODES[rec.strategy])
+         .u16(rec.step_seconds).u16(rec.timeout).dest(rec.no_answer).u16(len(rec.members)))
+    for ext, name in rec.members:
+        w.str(ext).str(name)
+    return w.bytes()
+
+
+def encode_ivr(rec: IvrRec) -> bytes:
+    w = (Writer(REC_IVR).str(rec.company).str(rec.key).str(rec.greeting)
+         .u8(rec.timeout).u8(rec.retries).dest(rec.on_timeout).dest(rec.on_invalid)
+         .u8(len(rec.options)))
+    for digit, dest in rec.options:
+        w.str(digit).dest(dest)
+    return w.bytes()
+
+
+def encode_company(rec: CompanyRec) -> bytes:
+    return (Writer(REC_COMPANY).str(rec.id).str(rec.name).str(rec.country).str(rec.timezone)
+            .str(rec.sip_domain).u16(rec.no_answer_seconds).u16(rec.ring_timeout)
+            .str(rec.outbound_caller_id).str(rec.city_code).bytes())
+
+
+def encode_live(rec: LiveRec) -> bytes:
+    flags = (LIVE_REG_KNOWN if rec.registered_known else 0) | (LIVE_REGISTERED if rec.registered else 0)
+    return _LIVE.pack(REC_LIVE, RECORD_VERSION, flags, min(rec.active_calls, 0xFFFF), rec.updated_ms)
+
+
+def encode_history(rec: HistoryRec) -> bytes:
+    direction = 1 if rec.direction == "out" else 0
+    return Writer(REC_HISTORY).i64(rec.when).u8(direction).str(rec.extension).bytes()
+
+
+def encode_referrals(intervals: "list[ReferralInterval] | tuple[ReferralInterval, ...]") -> bytes:
+    w = Writer(REC_REFERRAL).u16(len(intervals))
+    for iv in intervals:
+        w.i64(iv.start).i64(iv.end).str(iv.status).str(iv.reason).str(iv.alternate)
+        w.u8(VISIBILITY_CODES[iv.visibility]).str(iv.source)
+    return w.bytes()
+
+
+# --- decoders (reference engine side) --------------------------------------
+
+def _decode_tz(r: Reader) -> TzTable:
+    name = r.str()
+    count, valid_from, valid_until = _TZ_HEAD.unpack_from(r.data, r.pos)
+    r.pos += _TZ_HEAD.size
+    transitions = tuple(_TRANSITION.iter_unpack(r.data[r.pos:r.pos + count * _TRANSITION.size]))
+    r.pos += count * _TRANSITION.size
+    return TzTable(name, valid_from, valid_until, transitions)
+
+
+def decode_number(number: str, data) -> NumberRec:
+    r = Reader(data, REC_NUMBER)
+    company, mode, open_, closed = r.str(), r.u8(), r.dest(), r.dest()
+    schedule = None
+    if mode == MODE_SCHEDULE:
+        key = r.str()
+        hours = []
+        for _ in range(7):
+            hours.append(tuple((r.u16(), r.u16()) for _ in range(r.u8())))
+        holidays = tuple(r.i32() for _ in range(r.u16()))
+        schedule = ScheduleRec(key, tuple(hours), holidays, _decode_tz(r))
+    return NumberRec(number, company, mode, open_, closed, schedule)
+
+
+def decode_extension(extension: str, data):
+    """Decode an ``ext`` record, which is an employee or a department."""
+    if data[0] == REC_DEPARTMENT:
+        return decode_department(extension, data)
+    return decode_employee(extension, data)
+
+
+def decode_employee(extension: str, data) -> EmployeeRec:
+    r = Reader(data, REC_EMPLOYEE)
+    return EmployeeRec(
+        extension, r.str(), r.str(), ROLE_NAMES[r.u8()], r.str(), r.str(), r.str(),
+        r.u16(), r.u16(), r.u16(), r.dest(), r.dest(), r.dest(), r.dest())
+
+
+def decode_department(extension: str, data) -> DepartmentRec:
+    r = Reader(data, REC_DEPARTMENT)
+    company, name, strategy = r.str(), r.str(), STRATEGY_NAMES[r.u8()]
+    step, timeout, no_answer = r.u16(), r.u16(), r.dest()
+    members = tuple((r.str(), r.str()) for _ in range(r.u16()))
+    return DepartmentRec(extension, company, name, strategy, step, timeout, no_answer, members)
+
+
+def decode_ivr(data) -> IvrRec:
+    r = Reader(data, REC_IVR)
+    company, key, greeting = r.str(), r.str(), r.str()
+    timeout, retries, on_timeout, on_invalid = r.u8(), r.u8(), r.dest(), r.dest()
+    options = tuple((r.str(), r.dest()) for _ in range(r.u8()))
+    return IvrRec(company, key, greeting, timeout, retries, on_timeout, on_invalid, options)
+
+
+def decode_company(data) -> CompanyRec:
+    r = Reader(data, REC_COMPANY)
+    return CompanyRec(r.str(), r.str(), r.str(), r.str(), r.str(), r.u16(), r.u16(), r.str(), r.str())
+
+
+def decode_live(data) -> LiveRec:
+    if len(data) != _LIVE.size:
+        raise StoreError(f"live-state record of {len(data)} bytes, expected {_LIVE.size}")
+    rec_type, version, flags, calls, updated = _LIVE.unpack(data)
+    if rec_type != REC_LIVE or version != RECORD_VERSION:
+        raise StoreError(f"live-state record has type {rec_type} v{version}")
+    return LiveRec(bool(flags & LIVE_REG_KNOWN), bool(flags & LIVE_REGISTERED), calls, updated)
+
+
+def decode_history(data) -> HistoryRec:
+    r = Reader(data, REC_HISTORY)
+    when, direction = r.i64(), r.u8()
+    return HistoryRec(r.str(), when, "out" if direction else "in")
+
+
+def decode_referrals(data) -> tuple[ReferralInterval, ...]:
+    r = Reader(data, REC_REFERRAL)
+    return tuple(
+        ReferralInterval(r.i64(), r.i64(), r.str(), r.str(), r.str(), VISIBILITY_NAMES[r.u8()], r.str())
+        for _ in range(r.u16()))

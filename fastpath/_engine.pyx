@@ -11,13 +11,14 @@ schedule (binary search); outside that table's window it asks ``zoneinfo``,
 exactly like the reference.  Any difference from the reference is a bug: the
 shared tests and the property test compare the two.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcpy
-from libc.stdint cimport int64_t, int32_t, uint16_t
+from libc.stdint cimport int64_t, int32_t, uint16_t, uint32_t
 
 import datetime as _dt
 
@@ -44,6 +45,9 @@ cdef enum:
     K_HANGUP = 7
     LIVE_REG_KNOWN = 1
     LIVE_REGISTERED = 2
+    LIVE_BLOCK = 64
+    LIVE_ENTRY = 8
+    LIVE_BLOCK_SIZE = 2 + 64 * 8
 
 cdef tuple _KIND_NAMES = ("", "employee", "department", "ivr", "voicemail", "external", "fax", "hangup")
 cdef tuple _STRATEGIES = ("simultaneous", "sequential", "cumulative")
@@ -141,6 +145,7 @@ cdef struct Emp:
     int mobile_after
     int no_answer_after
     int ring_timeout
+    uint32_t slot
     Dest always
     Dest busy
     Dest no_answer
@@ -178,6 +183,13 @@ cdef inline int rd_i32(Cur* c, int32_t* out) except -1:
     return 0
 
 
+cdef inline int rd_u32(Cur* c, uint32_t* out) except -1:
+    need(c, 4)
+    memcpy(out, c.p, 4)
+    c.p += 4
+    return 0
+
+
 cdef inline int rd_i64(Cur* c, int64_t* out) except -1:
     need(c, 8)
     memcpy(out, c.p, 8)
@@ -187,6 +199,16 @@ cdef inline int rd_i64(Cur* c, int64_t* out) except -1:
 
 cdef inline int rd_str(Cur* c, Str* s) except -1:
     cdef int n = rd_u16(c)
+    need(c, n)
+    s.p = <const char*>c.p
+    s.n = n
+    c.p += n
+    return 0
+
+
+cdef inline int rd_blob(Cur* c, Str* s) except -1:
+    cdef uint32_t n
+    rd_u32(c, &n)
     need(c, n)
     s.p = <const char*>c.p
     s.n = n
@@ -207,10 +229,22 @@ cdef inline str py(Str s):
     return PyUnicode_DecodeUTF8(s.p, s.n, NULL)
 
 
+cdef inline Str span(bytes raw):
+    """The bytes of ``raw`` as a span; valid while the caller keeps ``raw`` alive."""
+    cdef Str s
+    s.p = PyBytes_AS_STRING(raw)
+    s.n = PyBytes_GET_SIZE(raw)
+    return s
+
+
 cdef int open_rec(bytes raw, Cur* c, int rec_type) except -1:
-    """Point ``c`` at ``raw`` and check its header.  The caller keeps ``raw`` alive."""
-    c.p = <const unsigned char*>PyBytes_AS_STRING(raw)
-    c.end = c.p + PyBytes_GET_SIZE(raw)
+    return open_span(span(raw), c, rec_type)
+
+
+cdef int open_span(Str record, Cur* c, int rec_type) except -1:
+    """Point ``c`` at ``record`` and check its header."""
+    c.p = <const unsigned char*>record.p
+    c.end = c.p + record.n
     need(c, 2)
     if c.p[0] != rec_type or c.p[1] != RECORD_VERSION:
         raise StoreError(f"record type {c.p[0]} v{c.p[1]} found where type {rec_type} "
@@ -225,11 +259,11 @@ cdef int rec_type_of(bytes raw) except -1:
     return (<const unsigned char*>PyBytes_AS_STRING(raw))[0]
 
 
-cdef int read_employee(bytes raw, Emp* e) except -1:
-    """Fill ``e`` with pointers into ``raw``; valid while ``raw`` lives."""
+cdef int read_employee(Str record, Emp* e) except -1:
+    """Fill ``e`` with pointers into ``record``; valid while its bytes live."""
     cdef Cur c
     cdef Str skip
-    open_rec(raw, &c, REC_EMPLOYEE)
+    open_span(record, &c, REC_EMPLOYEE)
     rd_str(&c, &e.company)
     rd_str(&c, &e.name)
     rd_u8(&c)                 # role
@@ -239,6 +273,7 @@ cdef int read_employee(bytes raw, Emp* e) except -1:
     e.mobile_after = rd_u16(&c)
     e.no_answer_after = rd_u16(&c)
     e.ring_timeout = rd_u16(&c)
+    rd_u32(&c, &e.slot)
     rd_dest(&c, &e.always)
     rd_dest(&c, &e.busy)
     rd_dest(&c, &e.no_answer)
@@ -289,8 +324,8 @@ cdef inline int desk_timeout(Emp* e):
     return e.no_answer_after if e.no_answer.kind != K_NONE else e.ring_timeout
 
 
-cdef str two(int64_t v):
-    return f"{v:02d}"
+cdef tuple _HHMM = tuple(f"{m // 60:02d}:{m % 60:02d}" for m in range(1440))
+cdef tuple _WEEKDAYS = tuple(WEEKDAY_NAMES)
 
 
 # --- the decision ------------------------------------------------------------
@@ -303,7 +338,8 @@ def decide(store, str called, str caller, now):
         called = called[1:]
     if caller.startswith("+"):
         caller = caller[1:]
-    cdef int64_t at = int(now)
+    at_obj = int(now)
+    cdef int64_t at = at_obj
     cdef _Decision ctx
     txn = store.env.begin()
     try:
@@ -315,7 +351,7 @@ def decide(store, str called, str caller, now):
     plan = _alloc(RoutePlan, 5)
     _put(plan, 0, called)
     _put(plan, 1, caller)
-    _put(plan, 2, at)
+    _put(plan, 2, at_obj)
     _put(plan, 3, ctx.company)
     _put(plan, 4, steps)
     return plan
@@ -331,6 +367,7 @@ cdef enum Table:
 cdef tuple _TABLES = ("number", "ext", "ivr", "company", "live")
 
 
+@cython.final
 cdef class _Decision:
     cdef object txn
     cdef dict dbs
@@ -339,6 +376,9 @@ cdef class _Decision:
     cdef int64_t at
     cdef public str company
     cdef int depth             # > 0 while building a fallback: rings there get continuations
+    cdef int ring_timeout      # the company's, copied into the records: no company lookup
+    cdef bytes block           # the live-state block read last, and its number
+    cdef uint32_t block_no
 
     cdef void start(self, dict dbs, txn, str caller, int64_t at):
         self.txn = txn
@@ -351,29 +391,52 @@ cdef class _Decision:
 
     cdef object get(self, str key, int table):
         """The record under ``key`` (bytes), or None."""
-        lookup = self.cursors[table]
-        if lookup is None:
-            lookup = self.txn.cursor(self.dbs[_TABLES[table]]).get
-            self.cursors[table] = lookup
-        return lookup(key.encode())
+        return self.lookup(key.encode(), table)
 
-    cdef int live(self, str ext, Live* out) except -1:
-        raw = self.get(ext, T_LIVE)
+    cdef object get_ref(self, Str ref, int table):
+        """The record whose key is ``ref``, straight from the bytes of another record."""
+        return self.lookup(PyBytes_FromStringAndSize(ref.p, ref.n), table)
+
+    cdef object lookup(self, bytes key, int table):
+        cursor_get = self.cursors[table]
+        if cursor_get is None:
+            cursor_get = self.txn.cursor(self.dbs[_TABLES[table]]).get
+            self.cursors[table] = cursor_get
+        return cursor_get(key)
+
+    cdef int live(self, uint32_t slot, Live* out) except -1:
+        """Presence of ``slot``; the last block read is kept for a department's next member."""
+        cdef uint32_t number = slot // LIVE_BLOCK
+        cdef bytes key
+        cdef const unsigned char* p
+        if self.block is None or self.block_no != number:
+            key = PyBytes_FromStringAndSize(NULL, 4)
+            p = <const unsigned char*>PyBytes_AS_STRING(key)
+            (<unsigned char*>p)[0] = (number >> 24) & 0xFF
+            (<unsigned char*>p)[1] = (number >> 16) & 0xFF
+            (<unsigned char*>p)[2] = (number >> 8) & 0xFF
+            (<unsigned char*>p)[3] = number & 0xFF
+            raw = self.lookup(key, T_LIVE)
+            if raw is not None and (PyBytes_GET_SIZE(raw) != LIVE_BLOCK_SIZE
+                                    or (<const unsigned char*>PyBytes_AS_STRING(raw))[0] != REC_LIVE
+                                    or (<const unsigned char*>PyBytes_AS_STRING(raw))[1] != RECORD_VERSION):
+                raise StoreError(f"live-state block {number} is malformed ({PyBytes_GET_SIZE(raw)} bytes)")
+            self.block = raw if raw is not None else b""
+            self.block_no = number
         out.known = False
         out.registered = False
         out.calls = 0
-        if raw is None:
+        if PyBytes_GET_SIZE(self.block) == 0:
             return 0
-        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(raw)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
-        if n != 13 or p[0] != REC_LIVE or p[1] != RECORD_VERSION:
-            raise StoreError(f"live-state record of ext {ext} is malformed ({n} bytes)")
-        out.known = (p[2] & LIVE_REG_KNOWN) != 0
-        out.registered = (p[2] & LIVE_REGISTERED) != 0
-        out.calls = p[3] | (p[4] << 8)
+        p = <const unsigned char*>PyBytes_AS_STRING(self.block) + 2 + (slot % LIVE_BLOCK) * LIVE_ENTRY
+        out.known = (p[0] & LIVE_REG_KNOWN) != 0
+        out.registered = (p[0] & LIVE_REGISTERED) != 0
+        out.calls = p[2] | (p[3] << 8)
         return 0
 
     cdef int company_ring_timeout(self) except -1:
+        if self.ring_timeout:
+            return self.ring_timeout
         cdef Cur c
         cdef Str s
         cdef int i
@@ -391,17 +454,18 @@ cdef class _Decision:
             return self.ivr_address(called)
         if called.startswith("then:"):
             return self.then(called)
-        raw = self.get(called, T_NUMBER)
+        key = called.encode()
+        raw = self.lookup(key, T_NUMBER)
         if raw is not None:
             return self.number(called, raw)
-        raw = self.get(called, T_EXT)
+        raw = self.lookup(key, T_EXT)
         if raw is not None:
             return self.internal(called, raw)
         return self.outbound_or_unknown(called)
 
     cdef tuple number(self, str number, bytes raw):
         cdef Cur c
-        cdef Str company, key, tzname
+        cdef Str company, key, tzname, open_copy, closed_copy
         cdef Dest open_, closed
         cdef const unsigned char* day_at[7]
         cdef int day_n[7]
@@ -415,10 +479,13 @@ cdef class _Decision:
         rd_str(&c, &company)
         self.company = py(company)
         mode = rd_u8(&c)
+        self.ring_timeout = rd_u16(&c)
         rd_dest(&c, &open_)
+        rd_blob(&c, &open_copy)
         rd_dest(&c, &closed)
+        rd_blob(&c, &closed_copy)
         if mode == 0:
-            return self.destination(&open_, f"number +{number} routes around the clock", ())
+            return self.destination(&open_, f"number +{number} routes around the clock", (), &open_copy)
         rd_str(&c, &key)
         for day in range(7):
             n = rd_u8(&c)
@@ -436,6 +503,7 @@ cdef class _Decision:
         rd_i64(&c, &valid_until)
         need(&c, 12 * count)
         table = c.p
+        zone = py(tzname)
         if count > 0 and valid_from <= self.at < valid_until:
             lo = 0
             hi = count
@@ -451,12 +519,12 @@ cdef class _Decision:
             days = floor_div(local, 86400)
             minute = (local - days * 86400) // 60
         else:
-            moment = _dt.datetime.fromtimestamp(self.at, _zone(py(tzname)))
+            moment = _dt.datetime.fromtimestamp(self.at, _zone(zone))
             days = (moment.date() - _EPOCH_DATE).days
             minute = moment.hour * 60 + moment.minute
         wd = <int>(((days % 7) + 7 + 3) % 7)     # 1970-01-01 was a Thursday (3)
         skey = py(key)
-        dayname = WEEKDAY_NAMES[wd]
+        dayname = _WEEKDAYS[wd]
         lo = 0
         hi = nhol
         while lo < hi:                           # holidays are sorted: binary search
@@ -470,15 +538,16 @@ cdef class _Decision:
             memcpy(&hol, holidays_at + 4 * lo, 4)
             if hol == days:
                 return self.destination(&closed, f"{dayname} {iso_date(days)} is a holiday in schedule "
-                                                 f"'{skey}', non-working hours route", ())
-        whentext = f"{dayname} {two(minute // 60)}:{two(minute % 60)} in {py(tzname)}"
+                                                 f"'{skey}', non-working hours route", (), &closed_copy)
+        whentext = f"{dayname} {_HHMM[minute]} in {zone}"
         for i in range(day_n[wd]):
             start = day_at[wd][4 * i] | (day_at[wd][4 * i + 1] << 8)
             end = day_at[wd][4 * i + 2] | (day_at[wd][4 * i + 3] << 8)
             if start <= minute < end:
-                return self.destination(&open_, f"{whentext}: working hours of schedule '{skey}'", ())
+                return self.destination(&open_, f"{whentext}: working hours of schedule '{skey}'", (),
+                                        &open_copy)
         return self.destination(&closed, f"{whentext}: outside working hours of schedule '{skey}', "
-                                         f"non-working hours route", ())
+                                         f"non-working hours route", (), &closed_copy)
 
     cdef tuple internal(self, str called, bytes raw):
         cdef Emp e
@@ -503,8 +572,8 @@ cdef class _Decision:
         else:
             why = f"direct call to ext {called}"
         if target_type == REC_DEPARTMENT:
-            return self.department(called, raw, why, ())
-        read_employee(raw, &e)
+            return self.department(called, span(raw), why, ())
+        read_employee(span(raw), &e)
         return self.employee(called, &e, why, ())
 
     cdef tuple outbound_or_unknown(self, str called):
@@ -515,7 +584,7 @@ cdef class _Decision:
         if caller_raw is None or rec_type_of(caller_raw) != REC_EMPLOYEE:
             return hangup("UNALLOCATED_NUMBER",
                     f"{called} is neither a company number nor an extension")
-        read_employee(caller_raw, &e)
+        read_employee(span(caller_raw), &e)
         self.company = py(e.company)
         raw = self.get(self.company, T_COMPANY)
         open_rec(raw, &c, REC_COMPANY)
@@ -559,6 +628,7 @@ cdef class _Decision:
         rd_str(&c, &s)                 # greeting
         rd_u8(&c)                      # timeout
         rd_u8(&c)                      # retries
+        self.ring_timeout = rd_u16(&c)
         choice = parts[2]
         if choice == "timeout":
             rd_dest(&c, &d)
@@ -576,17 +646,27 @@ cdef class _Decision:
 
     # -- destinations --------------------------------------------------------
 
-    cdef tuple destination(self, Dest* d, str why, tuple path):
+    cdef tuple destination(self, Dest* d, str why, tuple path, Str* record=NULL):
+        """The steps for ``d``; ``record`` is its ext record when the caller already has it."""
+        cdef Str found
         cdef Emp e
         cdef int timeout
         ref = py(d.ref)
         if d.kind == K_EMPLOYEE:
-            raw = self.get(ref, T_EXT)
-            read_employee(raw, &e)
+            if record != NULL and record.n:
+                found = record[0]
+            else:
+                raw = self.get_ref(d.ref, T_EXT)   # kept alive in this frame while ``found`` is used
+                found = span(raw)
+            read_employee(found, &e)
             steps = self.employee(ref, &e, why, path)
         elif d.kind == K_DEPARTMENT:
-            raw = self.get(ref, T_EXT)
-            steps = self.department(ref, raw, why, path)
+            if record != NULL and record.n:
+                found = record[0]
+            else:
+                raw = self.get_ref(d.ref, T_EXT)
+                found = span(raw)
+            steps = self.department(ref, found, why, path)
         elif d.kind == K_IVR:
             raw = self.get(f"{self.company}/{ref}", T_IVR)
             steps = self.ivr(raw, why)
@@ -620,6 +700,7 @@ cdef class _Decision:
         greeting = py(s)
         timeout = rd_u8(&c)
         retries = rd_u8(&c)
+        self.ring_timeout = rd_u16(&c)
         rd_dest(&c, &d)
         on_timeout = f"{_KIND_NAMES[d.kind]}:{py(d.ref)}"
         rd_dest(&c, &d)
@@ -686,7 +767,7 @@ cdef class _Decision:
         cdef int timeout = e.no_answer_after if e.no_answer.kind != K_NONE else e.ring_timeout
         target = mk_target("external", py(e.mobile), f"{py(e.name)} (mobile)", 0, timeout)
         if self.depth:
-            rest = self.cont(ext, "mobile", path, f"mobile of ext {ext} did not answer")
+            rest = self.cont(ext, "mobile", ",".join(path), f"mobile of ext {ext} did not answer")
         else:
             self.depth += 1
             rest = self.no_answer_steps(e, f"mobile of ext {ext} did not answer", path)
@@ -705,14 +786,16 @@ cdef class _Decision:
         note = f"; {blocked}" if blocked is not None else ", no unreachable divert"
         return hangup("USER_NOT_REGISTERED", f"{prefix}{note}")
 
-    cdef tuple cont(self, str ext, str condition, tuple path, str prefix):
-        return one(mk3(Continue, f"then:{ext}/{condition}/{','.join(path)}",
+    cdef tuple cont(self, str ext, str condition, str trail, str prefix):
+        """A continuation; ``trail`` is the path joined with commas."""
+        return one(mk3(Continue, f"then:{ext}/{condition}/{trail}",
                                       f"{prefix}: next step decided then", "continue"))
 
     cdef tuple employee(self, str ext, Emp* e, str why, tuple path):
         cdef Live live
         cdef int timeout
         path = path + (ext,)
+        self.ring_timeout = e.ring_timeout
         name = py(e.name)
         why = f"{why} → ext {ext} ({name})"
         notes = ""
@@ -721,7 +804,7 @@ cdef class _Decision:
             if blocked is None:
                 return self.destination(&e.always, f"{why} diverts all calls", path)
             notes = f"; {blocked}"
-        self.live(ext, &live)
+        self.live(e.slot, &live)
         if live.known and not live.registered:
             return self.unreachable_steps(ext, e, f"{why} is not registered{notes}", path)
         if live.calls > 0:
@@ -730,9 +813,10 @@ cdef class _Decision:
             notes += "; on a call, no busy divert: ringing anyway (call waiting)"
         timeout = desk_timeout(e)
         if self.depth:
-            on_busy = self.cont(ext, "busy", path, f"ext {ext} is busy")
-            on_no_answer = self.cont(ext, "no_answer", path, f"ext {ext} no answer after {timeout} s")
-            on_unreachable = self.cont(ext, "unreachable", path, f"ext {ext} is not reachable")
+            trail = ",".join(path)
+            on_busy = self.cont(ext, "busy", trail, f"ext {ext} is busy")
+            on_no_answer = self.cont(ext, "no_answer", trail, f"ext {ext} no answer after {timeout} s")
+            on_unreachable = self.cont(ext, "unreachable", trail, f"ext {ext} is not reachable")
         else:
             self.depth += 1
             on_busy = self.busy_steps(e, f"ext {ext} is busy", path)
@@ -780,11 +864,13 @@ cdef class _Decision:
                 rd_u8(&c)
                 rd_u16(&c)
                 rd_u16(&c)
+                self.ring_timeout = rd_u16(&c)
                 rd_dest(&c, &no_answer)
                 return self.nobody(&no_answer, f"dept {ext} ({py(s)}): nobody answered", path)
         else:
-            read_employee(raw, &e)
+            read_employee(span(raw), &e)
             self.company = py(e.company)
+            self.ring_timeout = e.ring_timeout
             if condition == "busy":
                 return self.busy_steps(&e, f"ext {ext} is busy", path)
             if condition == "no_answer":
@@ -795,13 +881,14 @@ cdef class _Decision:
                 return self.no_answer_steps(&e, f"mobile of ext {ext} did not answer", path)
         return hangup("UNALLOCATED_NUMBER", f"{address}: no fallback '{condition}' for ext {ext}")
 
-    cdef tuple department(self, str ext, bytes raw, str why, tuple path):
+    cdef tuple department(self, str ext, Str record, str why, tuple path):
         cdef Cur c
         cdef Str s, m, n
         cdef Dest no_answer
         cdef Live live
         cdef int strategy, step, timeout, count, i, elapsed, leg, delay, total
-        open_rec(raw, &c, REC_DEPARTMENT)
+        cdef uint32_t slot
+        open_span(record, &c, REC_DEPARTMENT)
         rd_str(&c, &s)                 # company
         rd_str(&c, &s)
         name = py(s)
@@ -810,54 +897,50 @@ cdef class _Decision:
             raise StoreError(f"unknown ring strategy {strategy} for dept {ext}; reload the config")
         step = rd_u16(&c)
         timeout = rd_u16(&c)
+        self.ring_timeout = rd_u16(&c)
         rd_dest(&c, &no_answer)
         count = rd_u16(&c)
         path = path + (ext,)
         strategy_name = _STRATEGIES[strategy]
         why = f"{why} → dept {ext} ({name}), {strategy_name}"
-        available = []
-        skipped = []
+        # One pass: presence of every member (for the "skipped" note), targets
+        # for the available ones until the group's timeout is used up.
+        skipped = None
+        targets = []
+        elapsed = 0                    # sequential: when the next leg starts
+        delay = 0                      # cumulative: when the next phone joins
         for i in range(count):
             rd_str(&c, &m)
             rd_str(&c, &n)
+            rd_u32(&c, &slot)
             member = py(m)
-            self.live(member, &live)
+            self.live(slot, &live)
             if live.known and not live.registered:
+                if skipped is None:
+                    skipped = []
                 skipped.append(f"{member} not registered")
             elif live.calls > 0:
+                if skipped is None:
+                    skipped = []
                 skipped.append(f"{member} on a call")
-            else:
-                available.append((member, py(n)))
-        if skipped:
+            elif strategy == 0:
+                targets.append(mk_target("extension", member, py(n), 0, timeout))
+            elif strategy == 1:
+                if elapsed < timeout:
+                    leg = step if step < timeout - elapsed else timeout - elapsed
+                    targets.append(mk_target("extension", member, py(n), elapsed, leg))
+                    elapsed += leg
+            elif delay < timeout:
+                targets.append(mk_target("extension", member, py(n), delay, timeout - delay))
+                delay += step
+        if skipped is not None:
             why += "; skipped " + ", ".join(skipped)
-        if not available:
+        if not targets:
             return self.nobody(&no_answer, f"{why}: nobody available", path)
-        targets = []
-        if strategy == 0:
-            for member, mname in available:
-                targets.append(mk_target("extension", member, mname, 0, timeout))
-            total = timeout
-        elif strategy == 1:
-            elapsed = 0
-            for member, mname in available:
-                if elapsed >= timeout:
-                    break
-                leg = step if step < timeout - elapsed else timeout - elapsed
-                targets.append(mk_target("extension", member, mname, elapsed, leg))
-                elapsed += leg
-            total = elapsed
-        else:
-            i = 0
-            for member, mname in available:
-                delay = i * step
-                if delay >= timeout:
-                    break
-                targets.append(mk_target("extension", member, mname, delay, timeout - delay))
-                i += 1
-            total = timeout
+        total = elapsed if strategy == 1 else timeout
         reason = f"dept {ext} ({name}): nobody answered"
         if self.depth:
-            rest = self.cont(ext, "nobody", path, reason)
+            rest = self.cont(ext, "nobody", ",".join(path), reason)
         else:
             self.depth += 1
             rest = self.nobody(&no_answer, reason, path)

@@ -89,9 +89,9 @@ class _Decision:
     def _get(self, table: str, key: str):
         return self.txn.get(key.encode(), db=self.db[table])
 
-    def _live(self, ext: str) -> rec.LiveRec | None:
-        raw = self._get("live", ext)
-        return rec.decode_live(raw) if raw is not None else None
+    def _live(self, slot: int) -> rec.LiveRec | None:
+        raw = self.txn.get(rec.live_key(slot), db=self.db["live"])
+        return rec.decode_live(raw, slot) if raw is not None else None
 
     def _company_ring_timeout(self) -> int:
         return rec.decode_company(self._get("company", self.company)).ring_timeout
@@ -295,7 +295,7 @@ class _Decision:
             if blocked is None:
                 return self._destination(e.always, f"{why} diverts all calls", path)
             notes = f"; {blocked}"
-        live = self._live(ext)
+        live = self._live(e.slot)
         if live is not None and live.registered_known and not live.registered:
             return self._unreachable_steps(e, f"{why} is not registered{notes}", path)
         if live is not None and live.active_calls > 0:
@@ -330,8 +330,8 @@ class _Decision:
         path = path + (ext,)
         why = f"{why} → dept {ext} ({d.name}), {d.strategy}"
         available, skipped = [], []
-        for member, name in d.members:
-            live = self._live(member)
+        for member, name, slot in d.members:
+            live = self._live(slot)
             if live is not None and live.registered_known and not live.registered:
                 skipped.append(f"{member} not registered")
             elif live is not None and live.active_calls > 0:

@@ -7,6 +7,7 @@ layout is fixed and simple:
 * little-endian integers; every record starts with ``u8 type, u8 version``;
 * a string is ``u16 byte length`` + UTF-8 bytes (empty string = absent);
 * a destination is ``u8 kind`` + string ref + string greeting (kind 0 = none);
+* a blob (an embedded record) is ``u32 byte length`` + bytes;
 * lists are ``u16 count`` + items.
 
 Changing any layout means bumping :data:`SCHEMA_VERSION`; the store refuses to
@@ -48,7 +49,11 @@ STRATEGY_NAMES = {code: name for name, code in STRATEGY_CODES.items()}
 MODE_ALWAYS = 0
 MODE_SCHEDULE = 1
 
-# Live-state flags.
+# Live state (presence) is kept in blocks of LIVE_BLOCK employees, addressed by
+# the employee's slot (assigned at config load so that a department's members
+# are neighbours): a ring group's presence is then one or two lookups, not one
+# per member.  Block key: u32 big-endian block number (keys sort numerically).
+LIVE_BLOCK = 64
 LIVE_REG_KNOWN = 1      # the listener has seen this extension's registration state
 LIVE_REGISTERED = 2     # ... and it is registered
 
@@ -58,7 +63,9 @@ _I32 = struct.Struct("<i")
 _HEAD = struct.Struct("<BB")
 _TZ_HEAD = struct.Struct("<Hqq")     # count, valid_from, valid_until (UTC seconds)
 _TRANSITION = struct.Struct("<qi")   # utc seconds, offset seconds
-_LIVE = struct.Struct("<BBBHq")      # type, version, flags, active calls, updated (ms)
+_LIVE_ENTRY = struct.Struct("<BxHI")  # flags, active calls, updated (POSIX seconds)
+_LIVE_KEY = struct.Struct(">I")
+_U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
 
 
@@ -82,6 +89,10 @@ class Writer:
         self.buf += _I32.pack(value)
         return self
 
+    def u32(self, value: int) -> "Writer":
+        self.buf += _U32.pack(value)
+        return self
+
     def i64(self, value: int) -> "Writer":
         self.buf += _I64.pack(value)
         return self
@@ -91,6 +102,10 @@ class Writer:
         if len(data) > 0xFFFF:
             raise StoreError(f"string of {len(data)} bytes does not fit a record field: {value[:40]!r}…")
         self.buf += _U16.pack(len(data)) + data
+        return self
+
+    def blob(self, data: bytes) -> "Writer":
+        self.buf += _U32.pack(len(data)) + data
         return self
 
     def dest(self, dest: Destination | None) -> "Writer":
@@ -137,6 +152,11 @@ class Reader:
         self.pos += 4
         return value
 
+    def u32(self) -> int:
+        (value,) = _U32.unpack_from(self.data, self.pos)
+        self.pos += 4
+        return value
+
     def i64(self) -> int:
         (value,) = _I64.unpack_from(self.data, self.pos)
         self.pos += 8
@@ -145,6 +165,12 @@ class Reader:
     def str(self) -> str:
         size = self.u16()
         value = bytes(self.data[self.pos:self.pos + size]).decode("utf-8")
+        self.pos += size
+        return value
+
+    def blob(self) -> bytes:
+        size = self.u32()
+        value = bytes(self.data[self.pos:self.pos + size])
         self.pos += size
         return value
 
@@ -183,11 +209,18 @@ class ScheduleRec:
 
 @dataclass(frozen=True, slots=True)
 class NumberRec:
+    """A company number.  ``open_record`` / ``closed_record`` are copies of the
+    ``ext`` record of an employee or department destination (else b""), written
+    in the same transaction, so the compiled engine saves a lookup per call."""
+
     number: str
     company: str
     mode: int
+    ring_timeout: int                   # the company's, for external destinations
     open: Destination | None
+    open_record: bytes
     closed: Destination | None
+    closed_record: bytes
     schedule: ScheduleRec | None
 
 
@@ -203,6 +236,7 @@ class EmployeeRec:
     mobile_after: int                   # 0 = no no-answer-to-mobile
     no_answer_after: int
     ring_timeout: int
+    slot: int                           # where the live state lives (see LIVE_BLOCK)
     always: Destination | None
     busy: Destination | None
     no_answer: Destination | None
@@ -217,8 +251,9 @@ class DepartmentRec:
     strategy: str
     step_seconds: int
     timeout: int
+    ring_timeout: int                   # the company's, for external destinations
     no_answer: Destination | None
-    members: tuple[tuple[str, str], ...]    # (extension, name)
+    members: tuple[tuple[str, str, int], ...]    # (extension, name, slot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +263,7 @@ class IvrRec:
     greeting: str
     timeout: int
     retries: int
+    ring_timeout: int                   # the company's, for external destinations
     on_timeout: Destination | None
     on_invalid: Destination | None
     options: tuple[tuple[str, Destination | None], ...]
@@ -251,7 +287,10 @@ class LiveRec:
     registered_known: bool
     registered: bool
     active_calls: int
-    updated_ms: int
+    updated: int = 0                    # POSIX seconds of the last change
+
+
+UNKNOWN_LIVE = LiveRec(False, False, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +331,8 @@ def encode_tz(writer: Writer, table: TzTable) -> None:
 
 
 def encode_number(rec: NumberRec) -> bytes:
-    w = Writer(REC_NUMBER).str(rec.company).u8(rec.mode).dest(rec.open).dest(rec.closed)
+    w = (Writer(REC_NUMBER).str(rec.company).u8(rec.mode).u16(rec.ring_timeout)
+         .dest(rec.open).blob(rec.open_record).dest(rec.closed).blob(rec.closed_record))
     if rec.mode == MODE_SCHEDULE:
         sched = rec.schedule
         w.str(sched.key)
@@ -310,22 +350,23 @@ def encode_number(rec: NumberRec) -> bytes:
 def encode_employee(rec: EmployeeRec) -> bytes:
     return (Writer(REC_EMPLOYEE).str(rec.company).str(rec.name).u8(ROLE_CODES[rec.role])
             .str(rec.email).str(rec.mobile).str(rec.a1_hash)
-            .u16(rec.mobile_after).u16(rec.no_answer_after).u16(rec.ring_timeout)
+            .u16(rec.mobile_after).u16(rec.no_answer_after).u16(rec.ring_timeout).u32(rec.slot)
             .dest(rec.always).dest(rec.busy).dest(rec.no_answer).dest(rec.unreachable)
             .bytes())
 
 
 def encode_department(rec: DepartmentRec) -> bytes:
     w = (Writer(REC_DEPARTMENT).str(rec.company).str(rec.name).u8(STRATEGY_CODES[rec.strategy])
-         .u16(rec.step_seconds).u16(rec.timeout).dest(rec.no_answer).u16(len(rec.members)))
-    for ext, name in rec.members:
-        w.str(ext).str(name)
+         .u16(rec.step_seconds).u16(rec.timeout).u16(rec.ring_timeout).dest(rec.no_answer)
+         .u16(len(rec.members)))
+    for ext, name, slot in rec.members:
+        w.str(ext).str(name).u32(slot)
     return w.bytes()
 
 
 def encode_ivr(rec: IvrRec) -> bytes:
     w = (Writer(REC_IVR).str(rec.company).str(rec.key).str(rec.greeting)
-         .u8(rec.timeout).u8(rec.retries).dest(rec.on_timeout).dest(rec.on_invalid)
+         .u8(rec.timeout).u8(rec.retries).u16(rec.ring_timeout).dest(rec.on_timeout).dest(rec.on_invalid)
          .u8(len(rec.options)))
     for digit, dest in rec.options:
         w.str(digit).dest(dest)
@@ -338,9 +379,22 @@ def encode_company(rec: CompanyRec) -> bytes:
             .str(rec.outbound_caller_id).str(rec.city_code).bytes())
 
 
-def encode_live(rec: LiveRec) -> bytes:
-    flags = (LIVE_REG_KNOWN if rec.registered_known else 0) | (LIVE_REGISTERED if rec.registered else 0)
-    return _LIVE.pack(REC_LIVE, RECORD_VERSION, flags, min(rec.active_calls, 0xFFFF), rec.updated_ms)
+def live_key(slot: int) -> bytes:
+    """The key of the block holding ``slot``."""
+    return _LIVE_KEY.pack(slot // LIVE_BLOCK)
+
+
+def encode_live_block(entries) -> bytes:
+    """A block of LIVE_BLOCK entries (LiveRec, or None for an unused slot)."""
+    out = bytearray(_HEAD.pack(REC_LIVE, RECORD_VERSION))
+    for i in range(LIVE_BLOCK):
+        e = entries[i] if i < len(entries) else None
+        if e is None:
+            out += _LIVE_ENTRY.pack(0, 0, 0)
+        else:
+            flags = (LIVE_REG_KNOWN if e.registered_known else 0) | (LIVE_REGISTERED if e.registered else 0)
+            out += _LIVE_ENTRY.pack(flags, min(e.active_calls, 0xFFFF), e.updated & 0xFFFFFFFF)
+    return bytes(out)
 
 
 def encode_history(rec: HistoryRec) -> bytes:
@@ -369,7 +423,8 @@ def _decode_tz(r: Reader) -> TzTable:
 
 def decode_number(number: str, data) -> NumberRec:
     r = Reader(data, REC_NUMBER)
-    company, mode, open_, closed = r.str(), r.u8(), r.dest(), r.dest()
+    company, mode, ring_timeout = r.str(), r.u8(), r.u16()
+    open_, open_record, closed, closed_record = r.dest(), r.blob(), r.dest(), r.blob()
     schedule = None
     if mode == MODE_SCHEDULE:
         key = r.str()
@@ -378,7 +433,7 @@ def decode_number(number: str, data) -> NumberRec:
             hours.append(tuple((r.u16(), r.u16()) for _ in range(r.u8())))
         holidays = tuple(r.i32() for _ in range(r.u16()))
         schedule = ScheduleRec(key, tuple(hours), holidays, _decode_tz(r))
-    return NumberRec(number, company, mode, open_, closed, schedule)
+    return NumberRec(number, company, mode, ring_timeout, open_, open_record, closed, closed_record, schedule)
 
 
 def decode_extension(extension: str, data):
@@ -392,23 +447,23 @@ def decode_employee(extension: str, data) -> EmployeeRec:
     r = Reader(data, REC_EMPLOYEE)
     return EmployeeRec(
         extension, r.str(), r.str(), ROLE_NAMES[r.u8()], r.str(), r.str(), r.str(),
-        r.u16(), r.u16(), r.u16(), r.dest(), r.dest(), r.dest(), r.dest())
+        r.u16(), r.u16(), r.u16(), r.u32(), r.dest(), r.dest(), r.dest(), r.dest())
 
 
 def decode_department(extension: str, data) -> DepartmentRec:
     r = Reader(data, REC_DEPARTMENT)
     company, name, strategy = r.str(), r.str(), STRATEGY_NAMES[r.u8()]
-    step, timeout, no_answer = r.u16(), r.u16(), r.dest()
-    members = tuple((r.str(), r.str()) for _ in range(r.u16()))
-    return DepartmentRec(extension, company, name, strategy, step, timeout, no_answer, members)
+    step, timeout, ring_timeout, no_answer = r.u16(), r.u16(), r.u16(), r.dest()
+    members = tuple((r.str(), r.str(), r.u32()) for _ in range(r.u16()))
+    return DepartmentRec(extension, company, name, strategy, step, timeout, ring_timeout, no_answer, members)
 
 
 def decode_ivr(data) -> IvrRec:
     r = Reader(data, REC_IVR)
     company, key, greeting = r.str(), r.str(), r.str()
-    timeout, retries, on_timeout, on_invalid = r.u8(), r.u8(), r.dest(), r.dest()
+    timeout, retries, ring_timeout, on_timeout, on_invalid = r.u8(), r.u8(), r.u16(), r.dest(), r.dest()
     options = tuple((r.str(), r.dest()) for _ in range(r.u8()))
-    return IvrRec(company, key, greeting, timeout, retries, on_timeout, on_invalid, options)
+    return IvrRec(company, key, greeting, timeout, retries, ring_timeout, on_timeout, on_invalid, options)
 
 
 def decode_company(data) -> CompanyRec:
@@ -416,12 +471,23 @@ def decode_company(data) -> CompanyRec:
     return CompanyRec(r.str(), r.str(), r.str(), r.str(), r.str(), r.u16(), r.u16(), r.str(), r.str())
 
 
-def decode_live(data) -> LiveRec:
-    if len(data) != _LIVE.size:
-        raise StoreError(f"live-state record of {len(data)} bytes, expected {_LIVE.size}")
-    rec_type, version, flags, calls, updated = _LIVE.unpack(data)
-    if rec_type != REC_LIVE or version != RECORD_VERSION:
-        raise StoreError(f"live-state record has type {rec_type} v{version}")
+LIVE_BLOCK_SIZE = _HEAD.size + LIVE_BLOCK * _LIVE_ENTRY.size
+
+
+def decode_live_block(data) -> list[LiveRec]:
+    if len(data) != LIVE_BLOCK_SIZE:
+        raise StoreError(f"live-state block of {len(data)} bytes, expected {LIVE_BLOCK_SIZE}")
+    Reader(data, REC_LIVE)      # checks the header
+    return [LiveRec(bool(flags & LIVE_REG_KNOWN), bool(flags & LIVE_REGISTERED), calls, updated)
+            for flags, calls, updated in _LIVE_ENTRY.iter_unpack(memoryview(data)[_HEAD.size:])]
+
+
+def decode_live(data, slot: int) -> LiveRec:
+    """The entry of ``slot`` in its block ``data``."""
+    if len(data) != LIVE_BLOCK_SIZE:
+        raise StoreError(f"live-state block of {len(data)} bytes, expected {LIVE_BLOCK_SIZE}")
+    Reader(data, REC_LIVE)
+    flags, calls, updated = _LIVE_ENTRY.unpack_from(data, _HEAD.size + (slot % LIVE_BLOCK) * _LIVE_ENTRY.size)
     return LiveRec(bool(flags & LIVE_REG_KNOWN), bool(flags & LIVE_REGISTERED), calls, updated)
 
 

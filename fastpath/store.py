@@ -14,7 +14,7 @@ number      E.164 digits                             config load
 ext         extension (employee or department)       config load
 ivr         b"<company>/<menu>"                      config load
 company     company id                               config load
-live        extension                                live-state listener
+live        u32 block number (see records.LIVE_BLOCK)   live-state listener
 referral    b"<extension>/<source>"                  status / calendar workers
 history     caller E.164 digits                      listener (call history)
 ==========  =======================================  ==================
@@ -65,7 +65,9 @@ class LoadReport:
 class Store:
     """An open LMDB environment with Switchboard's sub-databases.
 
-    Open it in each process (after any fork).  ``readonly=True`` is for pure
+    Open it in each process, after any fork: py-lmdb then keeps one spare read
+    transaction handle to renew (half the cost of a fresh one on every call),
+    which must never cross a fork.  ``readonly=True`` is for pure
     routing processes.  Readers use :meth:`read` for a short snapshot.
     """
 
@@ -80,7 +82,7 @@ class Store:
         try:
             self.env = lmdb.open(path, map_size=map_size, max_dbs=16, readonly=readonly,
                                  create=create and not readonly, subdir=True,
-                                 max_spare_txns=0, max_readers=1024)
+                                 max_spare_txns=1, max_readers=1024)
         except lmdb.Error as exc:
             raise StoreError(f"cannot open the store at {path}: {exc}") from exc
         self.readonly = readonly
@@ -154,9 +156,19 @@ class Store:
             return rec.decode_company(txn.get(company.encode(), db=self.db["company"])).timezone
 
     def live(self, extension: str) -> rec.LiveRec | None:
+        """Presence of an employee; None if the extension is not an employee."""
         with self.env.begin() as txn:
-            raw = txn.get(extension.encode(), db=self.db["live"])
-        return rec.decode_live(raw) if raw is not None else None
+            slot = self._slot(txn, extension)
+            if slot is None:
+                return None
+            raw = txn.get(rec.live_key(slot), db=self.db["live"])
+        return rec.decode_live(raw, slot) if raw is not None else rec.UNKNOWN_LIVE
+
+    def _slot(self, txn, extension: str) -> int | None:
+        raw = txn.get(extension.encode(), db=self.db["ext"])
+        if raw is None or raw[0] != rec.REC_EMPLOYEE:
+            return None
+        return rec.decode_employee(extension, raw).slot
 
     def referrals(self, extension: str) -> dict[str, tuple[rec.ReferralInterval, ...]]:
         """Every source's intervals for ``extension``, keyed by source."""
@@ -196,12 +208,15 @@ class Store:
         statuses and call history are kept.
         """
         started = time.perf_counter()
-        entries = dict(_encode_config(config))
+        slots = assign_slots(config)
+        entries = dict(_encode_config(config, slots))
         written = 0
         self._writable()
         with self.env.begin(write=True) as txn:
+            live = self._read_all_live(txn)          # by extension, from the old slots
             for name in CONFIG_DBS:
                 txn.drop(self.db[name], delete=False)
+            self._write_all_live(txn, slots, live)
             for (table, key), value in entries.items():
                 txn.put(key, value, db=self.db[table])
                 written += len(key) + len(value)
@@ -217,35 +232,64 @@ class Store:
 
     # -- writing: state (the workers' API) ----------------------------------
 
-    def set_registered(self, extension: str, registered: bool, *, now_ms: int | None = None) -> None:
-        """Record a registration change seen on the switch."""
-        self._update_live(extension, now_ms, registered=registered)
+    def set_registered(self, extension: str, registered: bool, *, now: int | None = None) -> bool:
+        """Record a registration change seen on the switch.
 
-    def call_started(self, extension: str, *, now_ms: int | None = None) -> None:
-        self._update_live(extension, now_ms, delta=1)
+        Returns False (and stores nothing) when the extension is not an
+        employee of the loaded config, e.g. a gateway registering.
+        """
+        return self._update_live(extension, now, registered=registered)
 
-    def call_ended(self, extension: str, *, now_ms: int | None = None) -> None:
-        self._update_live(extension, now_ms, delta=-1)
+    def call_started(self, extension: str, *, now: int | None = None) -> bool:
+        return self._update_live(extension, now, delta=1)
+
+    def call_ended(self, extension: str, *, now: int | None = None) -> bool:
+        return self._update_live(extension, now, delta=-1)
 
     def replace_live(self, registered: set[str], active_calls: dict[str, int], *,
-                     now_ms: int | None = None) -> None:
+                     now: int | None = None) -> None:
         """Resync after (re)connecting to the switch: the full picture replaces the old one.
 
-        Extensions not in ``registered`` become known-unregistered, so no stale
+        Employees not in ``registered`` become known-unregistered, so no stale
         state survives a FreeSWITCH restart.
         """
         self._writable()
-        now_ms = _now_ms(now_ms)
+        now = _now(now)
         with self.env.begin(write=True) as txn:
-            live = self.db["live"]
-            known = set(registered) | set(active_calls)
+            slots = {}
             for key, value in txn.cursor(db=self.db["ext"]):
                 if value[0] == rec.REC_EMPLOYEE:
-                    known.add(key.decode())
-            txn.drop(live, delete=False)
-            for ext in sorted(known):
-                state = rec.LiveRec(True, ext in registered, max(0, active_calls.get(ext, 0)), now_ms)
-                txn.put(ext.encode(), rec.encode_live(state), db=live)
+                    ext = key.decode()
+                    slots[ext] = rec.decode_employee(ext, value).slot
+            state = {ext: rec.LiveRec(True, ext in registered, max(0, active_calls.get(ext, 0)), now)
+                     for ext in slots}
+            self._write_all_live(txn, slots, state)
+
+    def _read_all_live(self, txn) -> dict[str, rec.LiveRec]:
+        """Every employee's presence, keyed by extension (used around a reload)."""
+        blocks = {key: rec.decode_live_block(value) for key, value in txn.cursor(db=self.db["live"])}
+        out = {}
+        for key, value in txn.cursor(db=self.db["ext"]):
+            if value[0] != rec.REC_EMPLOYEE:
+                continue
+            ext = key.decode()
+            slot = rec.decode_employee(ext, value).slot
+            block = blocks.get(rec.live_key(slot))
+            if block is not None:
+                out[ext] = block[slot % rec.LIVE_BLOCK]
+        return out
+
+    def _write_all_live(self, txn, slots: dict[str, int], state: dict[str, rec.LiveRec]) -> None:
+        db = self.db["live"]
+        txn.drop(db, delete=False)
+        blocks: dict[int, list] = {}
+        for ext, slot in slots.items():
+            entry = state.get(ext)
+            if entry is not None:
+                block = blocks.setdefault(slot // rec.LIVE_BLOCK, [None] * rec.LIVE_BLOCK)
+                block[slot % rec.LIVE_BLOCK] = entry
+        for number, entries in sorted(blocks.items()):
+            txn.put(rec.live_key(number * rec.LIVE_BLOCK), rec.encode_live_block(entries), db=db)
 
     def put_referrals(self, extension: str, source: str, intervals) -> None:
         """Replace what ``source`` says about ``extension`` (an empty list clears it)."""
@@ -277,18 +321,23 @@ class Store:
         with self.env.begin(write=True) as txn:
             return txn.delete(caller.encode(), db=self.db["history"])
 
-    def _update_live(self, extension: str, now_ms: int | None, *, registered: bool | None = None,
-                     delta: int = 0) -> None:
+    def _update_live(self, extension: str, now: int | None, *, registered: bool | None = None,
+                     delta: int = 0) -> bool:
         self._writable()
-        key = extension.encode()
         with self.env.begin(write=True) as txn:
+            slot = self._slot(txn, extension)
+            if slot is None:
+                return False
+            key = rec.live_key(slot)
             raw = txn.get(key, db=self.db["live"])
-            state = rec.decode_live(raw) if raw is not None else rec.LiveRec(False, False, 0, 0)
+            block = rec.decode_live_block(raw) if raw is not None else [None] * rec.LIVE_BLOCK
+            state = block[slot % rec.LIVE_BLOCK] or rec.UNKNOWN_LIVE
             known, reg = state.registered_known, state.registered
             if registered is not None:
                 known, reg = True, registered
-            calls = max(0, state.active_calls + delta)
-            txn.put(key, rec.encode_live(rec.LiveRec(known, reg, calls, _now_ms(now_ms))), db=self.db["live"])
+            block[slot % rec.LIVE_BLOCK] = rec.LiveRec(known, reg, max(0, state.active_calls + delta), _now(now))
+            txn.put(key, rec.encode_live_block(block), db=self.db["live"])
+        return True
 
     def _writable(self) -> None:
         if self.readonly:
@@ -304,13 +353,29 @@ class Store:
         self.close()
 
 
-def _now_ms(now_ms: int | None) -> int:
-    return int(time.time() * 1000) if now_ms is None else int(now_ms)
+def _now(now: int | None) -> int:
+    return int(time.time()) if now is None else int(now)
+
+
+def assign_slots(config: Config) -> dict[str, int]:
+    """A presence slot per employee, department members first and side by side.
+
+    Employees are numbered in the order of the departments they first appear
+    in, so each ring group's presence sits in one or two LIVE_BLOCK blocks.
+    """
+    slots: dict[str, int] = {}
+    for company in config.companies:
+        for dep in company.departments:
+            for member in dep.members:
+                slots.setdefault(member, len(slots))
+        for e in company.employees:
+            slots.setdefault(e.extension, len(slots))
+    return slots
 
 
 # --- model -> records --------------------------------------------------------
 
-def _encode_config(config: Config):
+def _encode_config(config: Config, slots: dict[str, int]):
     """Yield ``((table, key), value)`` for every config record."""
     for company in config.companies:
         yield ("company", company.id.encode()), rec.encode_company(rec.CompanyRec(
@@ -318,27 +383,36 @@ def _encode_config(config: Config):
             company.no_answer_seconds, company.ring_timeout, company.outbound_caller_id or "",
             company.city_code or ""))
         names = {e.extension: e.name for e in company.employees}
+        ext_records = {}
         for e in company.employees:
             d = e.diverts
-            yield ("ext", e.extension.encode()), rec.encode_employee(rec.EmployeeRec(
+            ext_records[e.extension] = rec.encode_employee(rec.EmployeeRec(
                 e.extension, company.id, e.name, e.role, e.email or "", e.mobile or "", e.a1_hash or "",
-                e.mobile_after or 0, d.no_answer_after, company.ring_timeout,
+                e.mobile_after or 0, d.no_answer_after, company.ring_timeout, slots[e.extension],
                 d.always, d.busy, d.no_answer, d.unreachable))
         for dep in company.departments:
-            yield ("ext", dep.extension.encode()), rec.encode_department(rec.DepartmentRec(
+            ext_records[dep.extension] = rec.encode_department(rec.DepartmentRec(
                 dep.extension, company.id, dep.name, dep.strategy, dep.step_seconds, dep.timeout,
-                dep.no_answer, tuple((m, names[m]) for m in dep.members)))
+                company.ring_timeout, dep.no_answer, tuple((m, names[m], slots[m]) for m in dep.members)))
+        for ext, data in ext_records.items():
+            yield ("ext", ext.encode()), data
         for menu in company.ivr_menus:
             yield ("ivr", f"{company.id}/{menu.key}".encode()), rec.encode_ivr(rec.IvrRec(
-                company.id, menu.key, menu.greeting, menu.timeout, menu.retries,
+                company.id, menu.key, menu.greeting, menu.timeout, menu.retries, company.ring_timeout,
                 menu.on_timeout, menu.on_invalid, menu.options))
         schedules = {}
         for s in company.schedules:
             schedules[s.key] = rec.ScheduleRec(
                 s.key, s.hours, tuple(day.toordinal() - _EPOCH_DAY for day in s.holidays),
                 compile_zone(company.timezone))
+
+        def embedded(dest) -> bytes:
+            if dest is not None and dest.kind in ("employee", "department"):
+                return ext_records[dest.ref]
+            return b""
+
         for n in company.numbers:
             mode = rec.MODE_SCHEDULE if n.mode == "schedule" else rec.MODE_ALWAYS
             yield ("number", n.number.encode()), rec.encode_number(rec.NumberRec(
-                n.number, company.id, mode, n.open, n.closed,
-                schedules[n.schedule] if mode == rec.MODE_SCHEDULE else None))
+                n.number, company.id, mode, company.ring_timeout, n.open, embedded(n.open),
+                n.closed, embedded(n.closed), schedules[n.schedule] if mode == rec.MODE_SCHEDULE else None))

@@ -1,0 +1,31 @@
+"""The benchmark company, built once per session through the real load path."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from fastpath.store import Store
+from fastpath.validate import validate
+from fastpath.yaml_source import load_yaml
+
+from .company_gen import generate_company, live_state
+
+
+@pytest.fixture(scope="session")
+def big_company_yaml() -> str:
+    return yaml.safe_dump(generate_company(), sort_keys=False)
+
+
+@pytest.fixture(scope="session")
+def big_store(tmp_path_factory, big_company_yaml):
+    """A store holding the 10,000-employee company, with a busy afternoon's presence."""
+    started = time.perf_counter()
+    config = validate([(load_yaml(big_company_yaml, "big.yaml"), "big.yaml")])
+    store = Store(str(tmp_path_factory.mktemp("big") / "store"))
+    store.load_config(config)
+    live_state(store)
+    store.build_seconds = time.perf_counter() - started
+    yield store
+    store.close()

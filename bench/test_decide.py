@@ -1,0 +1,59 @@
+"""Routing decisions: the compiled fast path against the reference, in one run.
+
+Both engines route the same mixed call set (``company_gen.call_mix``) against
+the same store.  Each round is one decision, cycling through the call set, so
+the reported median *is* the median decision; ``decisions_per_round`` is 1.
+Read the ratio from the two medians of the same run.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from fastpath import engine
+from fastpath.validate import validate
+from fastpath.yaml_source import load_yaml
+from fastpath.store import Store
+
+from .company_gen import call_mix
+
+CALLS = call_mix()
+ROUNDS = 3 * len(CALLS)
+
+
+@pytest.mark.parametrize("impl", ["fastpath", "reference"])
+def test_decide(benchmark, big_store, impl):
+    decide = engine.IMPLEMENTATIONS[impl]
+    calls = itertools.cycle(CALLS)
+
+    def next_call():
+        called, caller, now = next(calls)
+        return (big_store, called, caller, now), {}
+
+    benchmark.group = "decide"
+    benchmark.extra_info.update(decisions_per_round=1, calls_in_mix=len(CALLS), engine=impl)
+    plan = benchmark.pedantic(decide, setup=next_call, rounds=ROUNDS, iterations=1, warmup_rounds=100)
+    assert plan.steps
+
+
+def test_load_config(benchmark, big_company_yaml, tmp_path):
+    """`switchboard load` of the big company: YAML, validation, one LMDB write transaction."""
+    phases = {}
+
+    def load():
+        t0 = time.perf_counter()
+        document = load_yaml(big_company_yaml, "big.yaml")
+        t1 = time.perf_counter()
+        config = validate([(document, "big.yaml")])
+        t2 = time.perf_counter()
+        with Store(str(tmp_path / "store")) as store:
+            store.load_config(config)
+            phases["store_bytes"] = store.stats()["bytes"]
+        t3 = time.perf_counter()
+        phases.update(yaml_s=round(t1 - t0, 3), validate_s=round(t2 - t1, 3), store_write_s=round(t3 - t2, 3))
+
+    benchmark.group = "load"
+    benchmark.pedantic(load, rounds=1, iterations=1)
+    benchmark.extra_info.update(phases, yaml_bytes=len(big_company_yaml))

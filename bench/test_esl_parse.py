@@ -1,0 +1,109 @@
+"""ESL parsing throughput: EslParser beside greenswitch's parser, on the same bytes.
+
+Workload: every ``text/event-plain`` event of ``inbound_event_plain_call`` and
+``inbound_event_plain_sip_call`` (102 real FreeSWITCH 1.10.12 events, 2.5 KB on
+average), re-framed exactly as FreeSWITCH frames them, repeated to ~2 MB and
+cut into 64 KiB chunks like ``recv(65536)`` returns them.
+
+How each side is driven:
+
+* ``reference``: ``EslParser.feed()`` over the chunks.
+* ``greenswitch``: its own ``ESLProtocol.receive_events()`` loop, unmodified:
+  ``readline()`` per header line, ``_read_socket()`` for bodies,
+  ``ESLEvent.parse_data()``, then ``put()`` on its gevent queue.  Production
+  reads ``sock.makefile('rb')``; here the same loop reads ``io.BytesIO(stream)``.
+  Both ``readline()`` implementations are C, so only the socket syscalls are
+  left out -- for both sides alike.
+
+``test_esl_parse`` reads ``Event-Name`` of every event (what a dispatcher does;
+our events split their header block only when asked for more than lookups).
+``test_esl_parse_all_headers`` materialises every header, the work greenswitch
+always does.  Events/s = ``extra_info["events_per_round"]`` / mean time.
+"""
+from __future__ import annotations
+
+import io
+
+import pytest
+from greenswitch import esl as greenswitch_esl
+
+from esl_app.esl_protocol import EslParser
+from tests.esl_trace import freeswitch_bytes, load_trace
+
+TRACES = ("inbound_event_plain_call", "inbound_event_plain_sip_call")
+TARGET_BYTES = 2 * 1024 * 1024
+CHUNK = 65536
+
+
+def _workload() -> tuple[bytes, int, int]:
+    """The stream, its event count and how many of those are CODEC events
+    (the answer both parsers must give)."""
+    frames = []
+    codec = 0
+    for name in TRACES:
+        for message in EslParser().feed(freeswitch_bytes(load_trace(name))):
+            if message.content_type == "text/event-plain":
+                frames.append(b"Content-Length: %d\nContent-Type: text/event-plain\n\n%b"
+                              % (len(message.body), message.body))
+                codec += message.body.startswith(b"Event-Name: CODEC\n")
+    once = b"".join(frames)
+    repeat = max(1, TARGET_BYTES // len(once))
+    return once * repeat, len(frames) * repeat, codec * repeat
+
+
+STREAM, EVENTS, CODEC_EVENTS = _workload()
+CHUNKS = [STREAM[i:i + CHUNK] for i in range(0, len(STREAM), CHUNK)]
+
+
+def reference_names() -> int:
+    parser = EslParser()
+    count = 0
+    for chunk in CHUNKS:
+        for message in parser.feed(chunk):
+            count += message.event.get("Event-Name") == "CODEC"
+    return count
+
+
+def reference_headers() -> int:
+    parser = EslParser()
+    count = 0
+    for chunk in CHUNKS:
+        for message in parser.feed(chunk):
+            count += len(message.event.headers)
+    return count
+
+
+def _greenswitch_events():
+    protocol = greenswitch_esl.ESLProtocol()
+    protocol.sock_file = io.BytesIO(STREAM)
+    protocol.connected = True
+    protocol.receive_events()  # returns at EOF, every event queued
+    queue = protocol._esl_event_queue
+    while not queue.empty():
+        yield queue.get_nowait()
+
+
+def greenswitch_names() -> int:
+    return sum(e.headers.get("Event-Name") == "CODEC" for e in _greenswitch_events())
+
+
+def greenswitch_headers() -> int:
+    return sum(len(e.headers) for e in _greenswitch_events())
+
+
+@pytest.mark.parametrize("impl", ["reference", "greenswitch"])
+def test_esl_parse(benchmark, impl):
+    benchmark.group = "esl_parse"
+    benchmark.extra_info["events_per_round"] = EVENTS
+    benchmark.extra_info["bytes_per_round"] = len(STREAM)
+    run = {"reference": reference_names, "greenswitch": greenswitch_names}[impl]
+    assert benchmark(run) == CODEC_EVENTS
+
+
+@pytest.mark.parametrize("impl", ["reference", "greenswitch"])
+def test_esl_parse_all_headers(benchmark, impl):
+    benchmark.group = "esl_parse_all_headers"
+    benchmark.extra_info["events_per_round"] = EVENTS
+    benchmark.extra_info["bytes_per_round"] = len(STREAM)
+    run = {"reference": reference_headers, "greenswitch": greenswitch_headers}[impl]
+    assert benchmark(run) > 0

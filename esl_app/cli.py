@@ -34,6 +34,15 @@ def _parse_at(text: str | None, zone_name: str | None) -> float:
     return moment.timestamp()
 
 
+_SEPARATORS = str.maketrans("", "", " -().")
+
+
+def _as_dialled(text: str) -> str:
+    """What a phone would send: "+44 20 7946 0000" -> "+442079460000"; addresses stay as they are."""
+    bare = text.strip().translate(_SEPARATORS)
+    return bare if bare.lstrip("+").isdigit() else text.strip()
+
+
 def cmd_load(args) -> int:
     config = load_config(args.config)
     with Store(args.store) as store:
@@ -49,9 +58,10 @@ def cmd_explain(args) -> int:
     if decide is None:
         raise SwitchboardError(f"engine {args.engine!r} is not available here; built: "
                                f"{', '.join(sorted(engine.IMPLEMENTATIONS))}")
+    called, caller = _as_dialled(args.to), _as_dialled(args.caller or "")
     with Store(args.store, readonly=True) as store:
-        now = _parse_at(args.at, store.timezone_of(args.to))
-        plan = decide(store, args.to, args.caller or "", now)
+        now = _parse_at(args.at, store.timezone_of(called))
+        plan = decide(store, called, caller, now)
     if args.json:
         print(json.dumps(to_data(plan), ensure_ascii=False, indent=2))
     else:

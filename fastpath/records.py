@@ -137,39 +137,51 @@ class Reader:
                 f"v{RECORD_VERSION} was expected; the store is corrupt or from another version")
         self.pos = 2
 
+    def _need(self, size: int) -> None:
+        if self.pos + size > len(self.data):
+            raise StoreError(f"record truncated at byte {self.pos} (needs {size} more of {len(self.data)}); "
+                             f"the store is corrupt, reload the config")
+
     def u8(self) -> int:
+        self._need(1)
         (value,) = _U8.unpack_from(self.data, self.pos)
         self.pos += 1
         return value
 
     def u16(self) -> int:
+        self._need(2)
         (value,) = _U16.unpack_from(self.data, self.pos)
         self.pos += 2
         return value
 
     def i32(self) -> int:
+        self._need(4)
         (value,) = _I32.unpack_from(self.data, self.pos)
         self.pos += 4
         return value
 
     def u32(self) -> int:
+        self._need(4)
         (value,) = _U32.unpack_from(self.data, self.pos)
         self.pos += 4
         return value
 
     def i64(self) -> int:
+        self._need(8)
         (value,) = _I64.unpack_from(self.data, self.pos)
         self.pos += 8
         return value
 
     def str(self) -> str:
         size = self.u16()
+        self._need(size)
         value = bytes(self.data[self.pos:self.pos + size]).decode("utf-8")
         self.pos += size
         return value
 
     def blob(self) -> bytes:
         size = self.u32()
+        self._need(size)
         value = bytes(self.data[self.pos:self.pos + size])
         self.pos += size
         return value
@@ -180,6 +192,8 @@ class Reader:
         greeting = self.str()
         if code == 0:
             return None
+        if code not in KIND_NAMES:
+            raise StoreError(f"unknown destination kind {code} in the store; reload the config")
         return Destination(KIND_NAMES[code], ref, greeting or None)
 
 
@@ -438,7 +452,7 @@ def decode_number(number: str, data) -> NumberRec:
 
 def decode_extension(extension: str, data):
     """Decode an ``ext`` record, which is an employee or a department."""
-    if data[0] == REC_DEPARTMENT:
+    if len(data) and data[0] == REC_DEPARTMENT:
         return decode_department(extension, data)
     return decode_employee(extension, data)
 

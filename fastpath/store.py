@@ -89,13 +89,13 @@ class Store:
         self.db = {}
         names = ("meta",) + CONFIG_DBS + STATE_DBS
         if readonly:
-            with self.env.begin() as txn:
-                for name in names:
-                    try:
-                        self.db[name] = self.env.open_db(name.encode(), txn=txn, create=False)
-                    except lmdb.NotFoundError:
-                        raise StoreError(f"the store at {path} has no '{name}' table; "
-                                         f"run `switchboard load CONFIG` to initialise it") from None
+            # No explicit txn: py-lmdb commits its own, which makes the handles valid in later txns.
+            for name in names:
+                try:
+                    self.db[name] = self.env.open_db(name.encode(), create=False)
+                except lmdb.NotFoundError:
+                    raise StoreError(f"the store at {path} has no '{name}' table; "
+                                     f"run `switchboard load CONFIG` to initialise it") from None
         else:
             with self.env.begin(write=True) as txn:
                 for name in names:

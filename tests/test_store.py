@@ -1,0 +1,228 @@
+"""The LMDB store: atomic config loads, the workers' write API, schema and corruption checks."""
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import random
+import struct
+from zoneinfo import ZoneInfo
+
+import lmdb
+import pytest
+
+from fastpath import records as rec
+from fastpath.errors import SchemaMismatch, StoreError
+from fastpath.records import ReferralInterval
+from fastpath.store import Store
+from fastpath.tz_table import compile_zone, offset_at
+
+from .conftest import at, config_from_yaml
+
+SMALL = """
+id: small
+name: Small
+country: GB
+timezone: Europe/London
+employees:
+  - {extension: 2001, name: Ann, diverts: {busy: voicemail}}
+  - {extension: 2002, name: Ben}
+  - {extension: 2003, name: Cat}
+departments:
+  - {extension: 600, name: Desk, members: [2003, 2001]}
+numbers:
+  - {number: "+442079460100", route: "department:600"}
+"""
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "store"))
+    s.load_config(config_from_yaml(SMALL))
+    yield s
+    s.close()               # closing twice is harmless
+
+
+def test_load_reports_what_it_wrote_and_bumps_the_generation(store):
+    assert store.generation() == 1
+    report = store.load_config(config_from_yaml(SMALL))
+    assert (report.generation, report.companies, report.numbers, report.extensions) == (2, 1, 1, 4)
+    meta = store.meta()
+    assert meta["schema"] == rec.SCHEMA_VERSION and meta["generation"] == 2
+
+
+def test_reload_replaces_the_config_and_keeps_presence(store):
+    """A reload drops what the new config no longer has; presence follows each extension to its new slot."""
+    store.set_registered("2002", False)
+    store.call_started("2003")
+    smaller = SMALL.replace("  - {extension: 2001, name: Ann, diverts: {busy: voicemail}}\n", "").replace(
+        "members: [2003, 2001]", "members: [2002, 2003]")
+    store.load_config(config_from_yaml(smaller))
+    assert store.live("2001") is None                 # no longer an employee
+    assert store.live("2002").registered_known and not store.live("2002").registered
+    assert store.live("2003").active_calls == 1
+    with store.read() as txn:
+        assert txn.get(b"2001", db=store.db["ext"]) is None
+
+
+def test_department_members_get_neighbouring_slots(store):
+    """Ring groups read their members' presence from one block."""
+    with store.read() as txn:
+        dept = rec.decode_department("600", txn.get(b"600", db=store.db["ext"]))
+    slots = [slot for _, _, slot in dept.members]
+    assert slots == [0, 1]
+
+
+def test_presence_write_api(store):
+    assert store.live("2001") == rec.UNKNOWN_LIVE
+    assert store.set_registered("2001", True, now=100)
+    assert store.live("2001") == rec.LiveRec(True, True, 0, 100)
+    store.call_started("2001", now=101)
+    store.call_started("2001", now=102)
+    store.call_ended("2001", now=103)
+    assert store.live("2001").active_calls == 1
+    store.call_ended("2001")
+    store.call_ended("2001")                          # never below zero
+    assert store.live("2001").active_calls == 0
+    assert store.set_registered("9999", True) is False    # not an employee: nothing stored
+
+
+def test_replace_live_makes_everyone_else_unregistered(store):
+    store.call_started("2002")
+    store.replace_live({"2001"}, {"2003": 2}, now=50)
+    assert store.live("2001") == rec.LiveRec(True, True, 0, 50)
+    assert store.live("2002") == rec.LiveRec(True, False, 0, 50)     # stale busy state is gone
+    assert store.live("2003") == rec.LiveRec(True, False, 2, 50)
+
+
+def test_referral_intervals_per_source(store):
+    meeting = ReferralInterval(1000, 2000, "meeting", "Board", "2002", "receptionists", "calendar:exchange")
+    store.put_referrals("2001", "calendar:exchange", [meeting])
+    store.put_referrals("2001", "manual", [ReferralInterval(1500, 1600, "lunch")])
+    assert store.referrals("2001") == {"calendar:exchange": (meeting,),
+                                       "manual": (ReferralInterval(1500, 1600, "lunch"),)}
+    store.put_referrals("2001", "manual", [])
+    assert list(store.referrals("2001")) == ["calendar:exchange"]
+    with pytest.raises(StoreError, match="ends before it starts"):
+        store.put_referrals("2001", "manual", [ReferralInterval(5, 5, "sick")])
+    assert list(store.referrals("2001")) == ["calendar:exchange"]    # nothing half-written
+
+
+def test_call_history_for_icm(store):
+    store.record_call("447400900123", "2001", 1_790_000_000, "in")
+    store.record_call("447400900123", "2002", 1_790_000_100, "out")
+    assert store.history("447400900123") == rec.HistoryRec("2002", 1_790_000_100, "out")
+    assert store.forget_caller("447400900123") is True
+    assert store.history("447400900123") is None
+    with pytest.raises(StoreError, match="bad call-history entry"):
+        store.record_call("+44 7400", "2001", 1, "in")
+
+
+def test_readonly_store_refuses_writes(store):
+    store.close()           # LMDB allows one environment per path in a process
+    with Store(store.path, readonly=True) as ro:
+        with pytest.raises(StoreError, match="read-only"):
+            ro.set_registered("2001", True)
+        assert ro.live("2001") == rec.UNKNOWN_LIVE
+
+
+def test_missing_store_says_how_to_create_it(tmp_path):
+    with pytest.raises(StoreError, match="run `switchboard load CONFIG` first"):
+        Store(str(tmp_path / "nope"), readonly=True)
+
+
+def test_schema_mismatch_is_refused_with_advice(tmp_path):
+    path = str(tmp_path / "old")
+    Store(path).close()
+    env = lmdb.open(path, max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema", struct.pack("<I", rec.SCHEMA_VERSION + 1), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(SchemaMismatch, match=f"schema version {rec.SCHEMA_VERSION + 1}.*move the old store away"):
+        Store(path)
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x02", b"\x02\x01\x05\x00ab", b"\x09\x01" + b"x" * 40])
+def test_corrupt_records_raise_store_errors_in_both_engines(decide, store, damage):
+    """A damaged record is a clear StoreError, never a crash or a wrong plan."""
+    with store.env.begin(write=True) as txn:
+        txn.put(b"2002", damage, db=store.db["ext"])
+    with pytest.raises(StoreError):
+        decide(store, "2002", "", at("2026-11-23 10:00"))
+
+
+def test_a_load_is_atomic_for_readers_in_other_processes(tmp_path):
+    """A reader never sees half of a config: generation and records always match."""
+    path = str(tmp_path / "store")
+    with Store(path) as writer:
+        writer.load_config(_versioned(0))
+        ctx = multiprocessing.get_context("spawn")
+        stop = ctx.Event()
+        result = ctx.Queue()
+        reader = ctx.Process(target=_read_consistently, args=(path, stop, result))
+        reader.start()
+        try:
+            assert result.get(timeout=30) == "ready"
+            for version in range(1, 25):
+                writer.load_config(_versioned(version))
+        finally:
+            stop.set()
+            outcome = result.get(timeout=30)
+            reader.join(timeout=30)
+    assert outcome[0] == "ok", outcome
+    assert outcome[1] > 0                       # it did read while loads happened
+
+
+def test_presence_written_here_is_seen_by_another_process(store):
+    store.call_started("2001")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_active_calls, (store.path, "2001")) == 1
+        store.call_ended("2001")
+        assert pool.apply(_active_calls, (store.path, "2001")) == 0
+
+
+def _active_calls(path: str, ext: str) -> int:
+    with Store(path, readonly=True) as s:
+        return s.live(ext).active_calls
+
+
+def _versioned(version: int):
+    """A config whose every employee name carries the version, with version-many employees."""
+    employees = "\n".join(f"  - {{extension: {3000 + i}, name: v{version}}}" for i in range(version + 1))
+    return config_from_yaml(f"id: v\nname: V\ncountry: GB\ntimezone: UTC\nemployees:\n{employees}\n")
+
+
+def _read_consistently(path: str, stop, result) -> None:
+    try:
+        reads = 0
+        with Store(path, readonly=True) as s:
+            result.put("ready")
+            while not stop.is_set() and reads < 200_000:
+                with s.read() as txn:
+                    generation = struct.unpack("<Q", txn.get(b"generation", db=s.db["meta"]))[0]
+                    names = {rec.decode_employee(bytes(k).decode(), v).name
+                             for k, v in txn.cursor(db=s.db["ext"])}
+                    count = txn.stat(s.db["ext"])["entries"]
+                if names != {f"v{generation - 1}"} or count != generation:
+                    result.put(("mixed", generation, sorted(names), count))
+                    return
+                reads += 1
+        result.put(("ok", reads))
+    except Exception as exc:       # reported to the parent, which fails the test
+        result.put(("error", repr(exc)))
+
+
+@pytest.mark.parametrize("zone", ["Europe/London", "America/New_York", "Australia/Lord_Howe",
+                                  "Asia/Kolkata", "Europe/Moscow", "Pacific/Chatham", "UTC"])
+def test_compiled_zone_tables_agree_with_zoneinfo(zone):
+    """The table the fast path searches gives zoneinfo's offset at random instants and at every change."""
+    table = compile_zone(zone)
+    tz = ZoneInfo(zone)
+    rnd = random.Random(zone)
+    instants = [rnd.randrange(table.valid_from, table.valid_until) for _ in range(2000)]
+    for when, _ in table.transitions[1:]:
+        instants += [when - 1, when]
+    for when in instants:
+        expected = dt.datetime.fromtimestamp(when, tz).utcoffset().total_seconds()
+        assert offset_at(table, when) == expected, (zone, when)
+    assert offset_at(table, table.valid_until) is None

@@ -15,7 +15,8 @@ from .company_gen import generate_company, live_state
 
 @pytest.fixture(scope="session")
 def big_company_yaml() -> str:
-    return yaml.safe_dump(generate_company(), sort_keys=False)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(generate_company(), Dumper=dumper, sort_keys=False)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,12 @@ class YamlInt(int):
     text: str
 
 
-class LineLoader(yaml.SafeLoader):
+#: libyaml's parser when PyYAML was built with it (about 10x faster on a large
+#: company); both give the same nodes and marks, and the same safe constructor.
+_SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class LineLoader(_SafeBase):
     """``SafeLoader`` producing :class:`YamlMap`, :class:`YamlSeq` and :class:`YamlInt`."""
 
     def construct_object(self, node, deep=False):

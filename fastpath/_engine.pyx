@@ -364,14 +364,15 @@ cdef enum Table:
     T_COMPANY = 3
     T_LIVE = 4
 
-cdef tuple _TABLES = ("number", "ext", "ivr", "company", "live")
 
 
 @cython.final
+@cython.no_gc           # holds no cycles; skipping GC tracking makes it cheaper to create and free
+@cython.freelist(4)
 cdef class _Decision:
     cdef object txn
     cdef dict dbs
-    cdef list cursors          # one cursor's ``get`` per table, opened on first use
+    cdef object c0, c1, c2, c3, c4     # each table's cursor ``get``, opened on first use
     cdef str caller
     cdef int64_t at
     cdef public str company
@@ -383,7 +384,6 @@ cdef class _Decision:
     cdef void start(self, dict dbs, txn, str caller, int64_t at):
         self.txn = txn
         self.dbs = dbs
-        self.cursors = [None, None, None, None, None]
         self.caller = caller
         self.at = at
         self.company = ""
@@ -398,11 +398,25 @@ cdef class _Decision:
         return self.lookup(PyBytes_FromStringAndSize(ref.p, ref.n), table)
 
     cdef object lookup(self, bytes key, int table):
-        cursor_get = self.cursors[table]
-        if cursor_get is None:
-            cursor_get = self.txn.cursor(self.dbs[_TABLES[table]]).get
-            self.cursors[table] = cursor_get
-        return cursor_get(key)
+        if table == T_NUMBER:
+            if self.c0 is None:
+                self.c0 = self.txn.cursor(self.dbs["number"]).get
+            return self.c0(key)
+        if table == T_EXT:
+            if self.c1 is None:
+                self.c1 = self.txn.cursor(self.dbs["ext"]).get
+            return self.c1(key)
+        if table == T_IVR:
+            if self.c2 is None:
+                self.c2 = self.txn.cursor(self.dbs["ivr"]).get
+            return self.c2(key)
+        if table == T_COMPANY:
+            if self.c3 is None:
+                self.c3 = self.txn.cursor(self.dbs["company"]).get
+            return self.c3(key)
+        if self.c4 is None:
+            self.c4 = self.txn.cursor(self.dbs["live"]).get
+        return self.c4(key)
 
     cdef int live(self, uint32_t slot, Live* out) except -1:
         """Presence of ``slot``; the last block read is kept for a department's next member."""

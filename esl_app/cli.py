@@ -1,7 +1,8 @@
 """The ``switchboard`` command line.
 
-Every command works without a switch: ``load`` validates a config into the
-store, ``explain`` asks the engine what it would do with a call and why.
+``load`` validates a config into the store, ``explain`` asks the engine what
+it would do with a call and why (no switch needed), ``fsconf`` writes the
+FreeSWITCH config set, ``serve`` runs the service FreeSWITCH talks to.
 Exit codes: 0 fine, 1 a problem with the store or the request, 2 an invalid
 config or bad arguments.
 """
@@ -18,6 +19,9 @@ from fastpath.errors import ConfigError, SwitchboardError
 from fastpath.route_plan import render_text, to_data
 from fastpath.store import Store, default_store_path
 from fastpath.validate import load_config
+
+from .fs_conf import DIRECTORY_CREDENTIALS_ENV
+from .fs_conf import add_cli as add_fsconf_cli
 
 
 def _parse_at(text: str | None, zone_name: str | None) -> float:
@@ -78,6 +82,18 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import logging
+    import os
+
+    from .service import run
+    from .service_config import load_service_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_service_config(args.service)
+    return run(args.store, config, directory_credentials=os.environ.get(DIRECTORY_CREDENTIALS_ENV) or None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__.split("\n")[0])
     parser.add_argument("--store", default=None,
@@ -102,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="store location, schema, generation and table sizes")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("serve", help="run the call-routing service for FreeSWITCH (outbound ESL server, "
+                                     "directory for mod_xml_curl, presence listener); stops on SIGTERM")
+    p.add_argument("--service", default=None, metavar="FILE",
+                   help="service config YAML (see examples/service.yaml); the Event Socket password may "
+                        "come from SWITCHBOARD_ESL_PASSWORD instead")
+    p.set_defaults(func=cmd_serve)
+
+    add_fsconf_cli(sub)
     return parser
 
 

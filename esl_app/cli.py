@@ -2,7 +2,8 @@
 
 ``load`` validates a config into the store, ``explain`` asks the engine what
 it would do with a call and why (no switch needed), ``fsconf`` writes the
-FreeSWITCH config set, ``serve`` runs the service FreeSWITCH talks to.
+FreeSWITCH config set, ``serve`` runs the service FreeSWITCH talks to,
+``sync`` keeps calendar-based referral statuses current, ``status`` shows them.
 Exit codes: 0 fine, 1 a problem with the store or the request, 2 an invalid
 config or bad arguments.
 """
@@ -94,6 +95,27 @@ def cmd_serve(args) -> int:
     return run(args.store, config, directory_credentials=os.environ.get(DIRECTORY_CREDENTIALS_ENV) or None)
 
 
+def cmd_sync(args) -> int:
+    import logging
+
+    from .calendar.service import run_sync
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with Store(args.store, create=False) as store:
+        return run_sync(store, args.calendars, once=args.once)
+
+
+def cmd_status(args) -> int:
+    from .calendar.service import render_status, status_report
+
+    with Store(args.store, readonly=True) as store:
+        now = _parse_at(args.at, store.timezone_of(args.extension))
+        report = status_report(store, args.extension, now)
+        zone = store.timezone_of(args.extension)
+    print(json.dumps(report, indent=2, default=str) if args.json else render_status(report, zone))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__.split("\n")[0])
     parser.add_argument("--store", default=None,
@@ -127,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     add_fsconf_cli(sub)
+
+    p = sub.add_parser("sync", help="sync employees' calendars (Exchange, Office 365, CalDAV) into referral "
+                                    "statuses; runs until SIGTERM unless --once")
+    p.add_argument("--calendars", required=True, metavar="FILE",
+                   help="calendar config YAML (see examples/calendars.yaml); credentials come from the "
+                        "environment or the secrets file it names")
+    p.add_argument("--once", action="store_true", help="one pass over every calendar, then exit (1 on failures)")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("status", help="an employee's referral status now and upcoming, with its sources")
+    p.add_argument("extension")
+    p.add_argument("--at", default=None, help="ISO 8601 time (default now; without offset: company time)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

@@ -1,0 +1,16 @@
+"""Calendar sync: referral statuses from Exchange (EWS), Microsoft 365 (Graph) and CalDAV.
+
+Modules, one concern each:
+
+* :mod:`.keywords` -- how an event becomes a status (keyword rules, private events);
+* :mod:`.precedence` -- which overlapping status is in force (reusable by the engine);
+* :mod:`.expand` -- iCalendar / server occurrences -> concrete intervals in the horizon;
+* :mod:`.source` -- the source interface and its errors;
+* :mod:`.caldav_source`, :mod:`.ews_source`, :mod:`.graph_source` -- the three sources;
+* :mod:`.config` -- the calendar config file and secrets;
+* :mod:`.worker` -- syncing all calendars into the store, with backoff and status;
+* :mod:`.service` -- what the CLI (``sync``, ``serve``, ``status``) calls.
+
+Library imports (caldav, exchangelib, msal, icalendar) happen inside the
+modules that need them, so the routing path never pays for them.
+"""

@@ -93,4 +93,8 @@ def _valid(written: str, compact: str, region: str | None) -> str:
         where = phonenumbers.region_code_for_country_code(number.country_code)
         country = f" for {where}" if is_known_region(where) else ""
         raise PhoneNumberError(f"{written!r} is not a valid phone number{country}: {why}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    digits = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    if len(digits) > 15:    # libphonenumber accepts some longer German numbers; E.164 (and SIP trunks) do not
+        raise PhoneNumberError(f"{written!r} is not a valid phone number: it has {len(digits)} digits "
+                               f"with its country code, more than E.164's 15")
+    return digits

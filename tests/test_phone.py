@@ -120,3 +120,9 @@ def test_any_text_gives_e164_digits_or_phone_number_error(text, region):
     assert is_e164_digits(digits)
     assert to_e164("+" + digits) == digits
     assert to_e164(digits) == digits
+
+
+def test_numbers_longer_than_e164_allows_are_refused():
+    """libphonenumber calls +49 30 000000000000 valid; with 16 digits it is not an E.164 number."""
+    with pytest.raises(PhoneNumberError, match="more than E.164's 15"):
+        to_e164("30000000000000", "DE")

@@ -33,6 +33,7 @@ REC_COMPANY = 5
 REC_LIVE = 6
 REC_REFERRAL = 7
 REC_HISTORY = 8
+REC_CRM = 9             # a cached CRM answer (ICM); type 10 is fastpath.caller_numbers.REC_DIAL_RULES
 RECORD_VERSION = 1
 
 # Destination kinds on disk.  0 means "none" (a divert that is off).
@@ -314,6 +315,38 @@ class HistoryRec:
     direction: str           # "in" | "out"
 
 
+CRM_NOT_FOUND = 0       # every CRM source answered: nobody is responsible for this caller
+CRM_FOUND = 1           # a CRM user is responsible, and maps to ``extension``
+CRM_UNMAPPED = 2        # a CRM user is responsible, but maps to no extension of the company
+
+
+@dataclass(frozen=True, slots=True)
+class CrmAnswerRec:
+    """What the CRM sources said about one caller of one company (table ``crm``).
+
+    Key :func:`crm_key`.  Times are POSIX seconds: the refresher asks again
+    after ``refresh_after``; the call path uses the answer only before
+    ``expires``.  ``source`` names the source that answered ("amocrm", ...).
+    ``generation`` is the config generation against which ``extension`` was
+    found to be an employee of the company (0: unknown); while it is still the
+    store's generation the call path need not check the extension again.
+    Layout (fixed part first, so the fast path reads it at fixed offsets):
+    ``u8 status, i64 fetched, i64 refresh_after, i64 expires, i64 generation``,
+    then the strings ``extension, source, user_id, user_name, user_email``.
+    """
+
+    status: int
+    extension: str
+    source: str
+    fetched: int
+    refresh_after: int
+    expires: int
+    user_id: str = ""
+    user_name: str = ""
+    user_email: str = ""
+    generation: int = 0
+
+
 VISIBILITY_CODES = {"everyone": 0, "receptionists": 1, "nobody": 2}
 VISIBILITY_NAMES = {code: name for name, code in VISIBILITY_CODES.items()}
 
@@ -416,6 +449,17 @@ def encode_history(rec: HistoryRec) -> bytes:
     return Writer(REC_HISTORY).i64(rec.when).u8(direction).str(rec.extension).bytes()
 
 
+def crm_key(company: str, phone: str) -> bytes:
+    """Key of a cached CRM answer: ``b"<company>/<caller E.164 digits>"``."""
+    return f"{company}/{phone}".encode()
+
+
+def encode_crm_answer(rec: CrmAnswerRec) -> bytes:
+    return (Writer(REC_CRM).u8(rec.status).i64(rec.fetched).i64(rec.refresh_after).i64(rec.expires)
+            .i64(rec.generation).str(rec.extension).str(rec.source).str(rec.user_id).str(rec.user_name).str(rec.user_email)
+            .bytes())
+
+
 def encode_referrals(intervals: "list[ReferralInterval] | tuple[ReferralInterval, ...]") -> bytes:
     w = Writer(REC_REFERRAL).u16(len(intervals))
     for iv in intervals:
@@ -509,6 +553,15 @@ def decode_history(data) -> HistoryRec:
     r = Reader(data, REC_HISTORY)
     when, direction = r.i64(), r.u8()
     return HistoryRec(r.str(), when, "out" if direction else "in")
+
+
+def decode_crm_answer(data) -> CrmAnswerRec:
+    r = Reader(data, REC_CRM)
+    status, fetched, refresh_after, expires, generation = r.u8(), r.i64(), r.i64(), r.i64(), r.i64()
+    if status not in (CRM_NOT_FOUND, CRM_FOUND, CRM_UNMAPPED):
+        raise StoreError(f"unknown CRM answer status {status} in the store")
+    return CrmAnswerRec(status, r.str(), r.str(), fetched, refresh_after, expires, r.str(), r.str(), r.str(),
+                        generation)
 
 
 def decode_referrals(data) -> tuple[ReferralInterval, ...]:

@@ -17,6 +17,7 @@ company     company id                               config load
 live        u32 block number (see records.LIVE_BLOCK)   live-state listener
 referral    b"<extension>/<source>"                  status / calendar workers
 history     caller E.164 digits                      listener (call history)
+crm         b"<company>/<caller E.164 digits>"       CRM refresher (ICM cache)
 ==========  =======================================  ==================
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .model import Config
 from .tz_table import compile_zone
 
 CONFIG_DBS = ("number", "ext", "ivr", "company")
-STATE_DBS = ("live", "referral", "history")
+STATE_DBS = ("live", "referral", "history", "crm")
 DEFAULT_MAP_SIZE = 4 << 30          # 4 GiB of address space; the file grows as needed
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _U32 = struct.Struct("<I")
@@ -315,6 +316,24 @@ class Store:
         self._writable()
         with self.env.begin(write=True) as txn:
             txn.put(caller.encode(), data, db=self.db["history"])
+
+    def crm_answer(self, company: str, phone: str) -> rec.CrmAnswerRec | None:
+        """The cached CRM answer about caller ``phone`` (E.164 digits) for ``company``, if any."""
+        with self.env.begin() as txn:
+            raw = txn.get(rec.crm_key(company, phone), db=self.db["crm"])
+        return rec.decode_crm_answer(raw) if raw is not None else None
+
+    def put_crm_answer(self, company: str, phone: str, answer: rec.CrmAnswerRec | None) -> None:
+        """Cache what the CRM sources said about ``phone`` for ``company``; None forgets it."""
+        if not company or "/" in company or not phone.isdigit():
+            raise StoreError(f"bad CRM cache key: company {company!r}, caller {phone!r}")
+        data = rec.encode_crm_answer(answer) if answer is not None else None
+        self._writable()
+        with self.env.begin(write=True) as txn:
+            if data is None:
+                txn.delete(rec.crm_key(company, phone), db=self.db["crm"])
+            else:
+                txn.put(rec.crm_key(company, phone), data, db=self.db["crm"])
 
     def forget_caller(self, caller: str) -> bool:
         self._writable()

@@ -1,0 +1,253 @@
+"""ICM's hot path: who is the returning caller's manager?  Reads LMDB only.
+
+``lookup(store, company, caller, now, max_age=0, order=("history", "crm"))``
+returns ``(extension, source, when)`` or ``None``:
+
+1. the caller number as the switch sent it becomes E.164 digits with the
+   company's compiled dialling rules (:mod:`fastpath.caller_numbers`), read
+   from the ``dial`` table (key: company id); a caller ID that is no phone
+   number (``anonymous``) gives ``None``;
+2. the sources are asked in ``order``:
+
+   * ``"history"``: the ``history`` record of the caller (who last talked to
+     them, inbound or outbound); skipped when older than ``max_age`` seconds
+     (0 = any age).  ``source`` is ``"history"``, ``when`` the call's time;
+   * ``"crm"``: the cached CRM answer (``crm`` table, key
+     ``b"<company>/<digits>"``, written by ``esl_app/crm``); used only when it
+     names an extension and has not expired.  ``source`` is the CRM that
+     answered (``"amocrm"``…), ``when`` the time it was fetched;
+
+   an answer counts only if its extension is still an employee *of this
+   company* (history is kept per caller across companies, and the config may
+   have changed since the answer was written).  A CRM answer records the
+   config generation its extension was checked against; while that is still
+   the store's generation, the check is not repeated.
+
+Exceptions (extensions ICM never routes to, e.g. the director), ringing and the
+fall-back to the normal route are the route step's business: this only says
+who, from where, since when.
+
+This module is the readable reference; ``fastpath/_icm_lookup.pyx`` is the
+compiled twin, chosen like the engine (``SWITCHBOARD_PUREPYTHON=1`` /
+``SWITCHBOARD_FORCE_CYTHON=1``).  Both read one snapshot (one read
+transaction) per lookup.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import struct
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from . import records as rec
+from .caller_numbers import compile_rules, normalise_py
+from .errors import StoreError
+
+#: The table holding each company's compiled dialling rules (key: company id).
+RULES_TABLE = "dial"
+SOURCES = ("history", "crm")
+DEFAULT_ORDER = SOURCES
+
+
+def rules_db(store):
+    """The handle of the ``dial`` table.
+
+    ``Store`` opens it itself once "dial" is one of its tables; until then it
+    is opened here on first use (created if the store is writable) and kept
+    in ``store.db`` like the others.
+    """
+    db = store.db.get(RULES_TABLE)
+    if db is None:
+        try:
+            db = store.env.open_db(RULES_TABLE.encode(), create=not store.readonly)
+        except Exception as exc:        # lmdb.NotFoundError on a read-only store without the table
+            raise StoreError(f"the store at {store.path} has no dialling rules; "
+                             f"run `switchboard load CONFIG` to write them") from exc
+        store.db[RULES_TABLE] = db
+    return db
+
+
+def put_rules(store, company: str, country: str, city_code: str | None) -> bytes:
+    """Compile and store the dialling rules of one company; returns the record."""
+    data = compile_rules(country, city_code)
+    _write_rules(store, [(company.encode(), data)])
+    return data
+
+
+def put_config_rules(store, config) -> int:
+    """Rules for every company of a validated ``Config`` (what ``load_config`` should do); returns the count."""
+    records = [(c.id.encode(), compile_rules(c.country, c.city_code)) for c in config.companies]
+    _write_rules(store, records)
+    return len(records)
+
+
+def _write_rules(store, records) -> None:
+    """Rules are config: written with a generation bump in the same transaction, as ``load_config`` does
+    (the compiled lookup keeps rules per generation)."""
+    db = rules_db(store)
+    meta = store.db["meta"]
+    with store.env.begin(write=True) as txn:
+        for key, data in records:
+            txn.put(key, data, db=db)
+        raw = txn.get(b"generation", db=meta)
+        generation = (struct.unpack("<Q", raw)[0] if raw else 0) + 1
+        txn.put(b"generation", struct.pack("<Q", generation), db=meta)
+
+
+def _is_employee_of(txn, store, extension: str, company: str) -> bool:
+    if not extension or len(extension.encode()) > 511:     # no such key can exist (LMDB keys are 1..511 bytes)
+        return False
+    raw = txn.get(extension.encode(), db=store.db["ext"])
+    if raw is None or raw[0] != rec.REC_EMPLOYEE:
+        return False
+    return rec.decode_employee(extension, raw).company == company
+
+
+def lookup_ref(store, company: str, caller: str, now, max_age: int = 0,
+               order: tuple = DEFAULT_ORDER) -> tuple[str, str, int] | None:
+    """The reference: ``(extension, source, when)`` of the caller's manager, or None."""
+    rules_db(store)                         # opened before the snapshot, so the handle is valid in it
+    with store.env.begin() as txn:
+        return lookup_in(txn, store, company, caller, int(now), max_age, order)
+
+
+def lookup_in(txn, store, company: str, caller: str, now: int, max_age: int = 0,
+              order: tuple = DEFAULT_ORDER) -> tuple[str, str, int] | None:
+    """The lookup inside a read transaction the caller owns (the reference engine's, for the ICM step)."""
+    dial = store.db.get(RULES_TABLE)
+    if dial is None:
+        raise StoreError(f"the store at {store.path} has no dialling rules; run `switchboard load CONFIG`")
+    raw = txn.get(b"generation", db=store.db["meta"])
+    generation = struct.unpack("<Q", raw)[0] if raw else 0
+    rules = txn.get(company.encode(), db=dial)
+    if rules is None:
+        raise StoreError(f"no dialling rules for company {company!r}; reload the config")
+    phone = normalise_py(rules, caller)
+    if phone is None:
+        return None
+    for source in order:
+        if source == "history":
+            raw = txn.get(phone.encode(), db=store.db["history"])
+            if raw is None:
+                continue
+            entry = rec.decode_history(raw)
+            if max_age and now - entry.when > max_age:
+                continue
+            if _is_employee_of(txn, store, entry.extension, company):
+                return entry.extension, "history", entry.when
+        elif source == "crm":
+            raw = txn.get(rec.crm_key(company, phone), db=store.db["crm"])
+            if raw is None:
+                continue
+            answer = rec.decode_crm_answer(raw)
+            if answer.status != rec.CRM_FOUND or now >= answer.expires:
+                continue
+            if ((answer.generation and answer.generation == generation)
+                    or _is_employee_of(txn, store, answer.extension, company)):
+                return answer.extension, answer.source, answer.fetched
+        else:
+            raise ValueError(f"unknown ICM source {source!r}; use {', '.join(SOURCES)}")
+    return None
+
+
+SOURCE_NAMES = {"history": "call history", "amocrm": "amoCRM", "bitrix24": "Bitrix24", "megaplan": "Megaplan"}
+
+
+def reason(extension: str, source: str, when: int, zone: str | None = None) -> str:
+    """The plan's reason for an ICM answer, e.g. "ICM: last talked to ext 2003 on 2026-11-20 via call history"."""
+    day = dt.datetime.fromtimestamp(when, ZoneInfo(zone) if zone else dt.timezone.utc).date().isoformat()
+    if source == "history":
+        return f"ICM: last talked to ext {extension} on {day} via call history"
+    return f"ICM: ext {extension} is responsible for this caller in {SOURCE_NAMES.get(source, source)} " \
+           f"(checked {day})"
+
+
+@dataclass
+class Explanation:
+    """What ``switchboard icm lookup`` shows: the number as read, each source, the answer."""
+
+    caller: str
+    phone: str | None
+    answer: tuple[str, str, int] | None
+    steps: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = f"caller {self.caller!r} -> " + (f"+{self.phone}" if self.phone else "not a phone number")
+        tail = f"answer: ext {self.answer[0]} from {self.answer[1]}" if self.answer else "answer: none (normal route)"
+        return "\n".join([head] + [f"  {s}" for s in self.steps] + [tail])
+
+
+def explain(store, company: str, caller: str, now, max_age: int = 0, order: tuple = DEFAULT_ORDER) -> Explanation:
+    """:func:`lookup_ref`, saying at each source what it found and why it was used or passed over."""
+    now = int(now)
+    dial = rules_db(store)
+    with store.env.begin() as txn:
+        rules = txn.get(company.encode(), db=dial)
+        if rules is None:
+            raise StoreError(f"no dialling rules for company {company!r}; reload the config")
+        raw = txn.get(b"generation", db=store.db["meta"])
+        generation = struct.unpack("<Q", raw)[0] if raw else 0
+        phone = normalise_py(rules, caller)
+        out = Explanation(caller, phone, None)
+        if phone is None:
+            out.steps.append("not looked up: caller IDs must be digits with an optional '+'")
+            return out
+        for source in order:
+            if source == "history":
+                raw = txn.get(phone.encode(), db=store.db["history"])
+                if raw is None:
+                    out.steps.append("call history: never called or was called")
+                    continue
+                entry = rec.decode_history(raw)
+                said = f"call history: last {'call from' if entry.direction == 'in' else 'call to'} them " \
+                       f"with ext {entry.extension} at {entry.when}"
+                if max_age and now - entry.when > max_age:
+                    out.steps.append(f"{said}: older than {max_age} s, passed over")
+                elif not _is_employee_of(txn, store, entry.extension, company):
+                    out.steps.append(f"{said}: ext {entry.extension} is no employee of {company}, passed over")
+                else:
+                    out.steps.append(f"{said}: used")
+                    out.answer = (entry.extension, "history", entry.when)
+                    return out
+            elif source == "crm":
+                raw = txn.get(rec.crm_key(company, phone), db=store.db["crm"])
+                if raw is None:
+                    out.steps.append("CRM cache: no answer cached (the refresher asks the CRMs)")
+                    continue
+                a = rec.decode_crm_answer(raw)
+                said = f"CRM cache: {a.source or 'every source'} answered at {a.fetched}"
+                if a.status == rec.CRM_NOT_FOUND:
+                    out.steps.append(f"{said}: no such contact")
+                elif a.status == rec.CRM_UNMAPPED:
+                    out.steps.append(f"{said}: user {a.user_name or a.user_id} has no extension")
+                elif now >= a.expires:
+                    out.steps.append(f"{said}: ext {a.extension}, expired at {a.expires}, passed over")
+                elif not ((a.generation and a.generation == generation)
+                          or _is_employee_of(txn, store, a.extension, company)):
+                    out.steps.append(f"{said}: ext {a.extension} is no employee of {company}, passed over")
+                else:
+                    out.steps.append(f"{said}: ext {a.extension} ({a.user_name or a.user_id}), used")
+                    out.answer = (a.extension, a.source, a.fetched)
+                    return out
+            else:
+                raise ValueError(f"unknown ICM source {source!r}; use {', '.join(SOURCES)}")
+    return out
+
+
+IMPLEMENTATIONS = {"reference": lookup_ref}
+try:
+    from . import _icm_lookup
+except ImportError:
+    if os.environ.get("SWITCHBOARD_FORCE_CYTHON") == "1":
+        raise
+else:
+    IMPLEMENTATIONS["fastpath"] = _icm_lookup.lookup
+
+if os.environ.get("SWITCHBOARD_PUREPYTHON") == "1" or "fastpath" not in IMPLEMENTATIONS:
+    IMPLEMENTATION = "reference"
+else:
+    IMPLEMENTATION = "fastpath"
+
+#: ``lookup(store, company, caller, now, max_age=0, order=("history", "crm"))`` of the chosen implementation.
+lookup = IMPLEMENTATIONS[IMPLEMENTATION]

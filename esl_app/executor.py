@@ -316,8 +316,14 @@ class CallChannel:
         if self.on_wire is not None:
             self.on_wire(">>>", data)
         try:
-            self.sock.settimeout(self.timeout)
-            self.sock.sendall(data)
+            sock = self.sock
+            sock.settimeout(self.timeout)
+            # A command is a few hundred bytes: one send() takes it whole.
+            # sendall() only for the rest, if any (gevent's sendall costs
+            # several Python-level calls even when one send suffices).
+            sent = sock.send(data)
+            if sent < len(data):
+                sock.sendall(memoryview(data)[sent:])
         except OSError as exc:  # includes socket.timeout
             gone = CallGone("disconnected", self.protocol.hangup_cause, f"send failed: {exc}")
             self.protocol._close(gone)
@@ -346,6 +352,7 @@ class CallChannel:
                 self.protocol.eof()
                 break
             self.protocol.feed(data)
+            data = None  # not held while blocked in the next recv: a few KiB per waiting call
         return waiter.value()
 
     # commands

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import socket
 import time
@@ -268,6 +269,21 @@ class CallProtocol:
 
 # --- the channel over a socket ---------------------------------------------------------
 
+_UUID_RANDOM = random.Random(uuid_module.uuid4().int)
+_UUID_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
+_UUID_FIXED_BITS = ~((0xF000 << 64) | (0xC000 << 48))
+
+
+def _event_uuid() -> str:
+    """A random version-4 UUID for an application's ``Event-UUID``.  It only
+    has to tell this connection's applications apart (FreeSWITCH echoes it as
+    ``Application-UUID``), so it comes from a PRNG seeded once from
+    ``os.urandom`` instead of a ``getrandom()`` syscall per application."""
+    n = _UUID_RANDOM.getrandbits(128) & _UUID_FIXED_BITS | _UUID_VERSION_4
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class CallChannel:
     """One outbound ESL connection: send commands, wait for what they cause.
 
@@ -280,7 +296,7 @@ class CallChannel:
 
     def __init__(self, sock, *, timeout: float = 10.0, clock: Callable[[], float] = time.monotonic,
                  on_wire: Callable[[str, bytes], None] | None = None,
-                 new_uuid: Callable[[], str] = lambda: str(uuid_module.uuid4())):
+                 new_uuid: Callable[[], str] = lambda: _event_uuid()):
         self.sock = sock
         self.timeout = timeout
         self.clock = clock

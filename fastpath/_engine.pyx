@@ -51,7 +51,6 @@ cdef enum:
 
 cdef tuple _KIND_NAMES = ("", "employee", "department", "ivr", "voicemail", "external", "fax", "hangup")
 cdef tuple _STRATEGIES = ("simultaneous", "sequential", "cumulative")
-cdef int64_t _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 _EPOCH_DATE = _dt.date(1970, 1, 1)
 
 

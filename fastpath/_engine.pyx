@@ -17,7 +17,7 @@ from cpython.object cimport PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from libc.stdint cimport int64_t, int32_t, uint16_t, uint32_t
 
 import datetime as _dt
@@ -226,6 +226,70 @@ cdef inline int rd_dest(Cur* c, Dest* d) except -1:
 
 cdef inline str py(Str s):
     return PyUnicode_DecodeUTF8(s.p, s.n, NULL)
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+
+
+cdef inline bint same_text(object text, Str raw) except -1:
+    """Whether ``text`` is the UTF-8 in ``raw`` (its UTF-8 form is cached by CPython: no encoding)."""
+    cdef Py_ssize_t n
+    cdef const char* p = PyUnicode_AsUTF8AndSize(text, &n)
+    return n == raw.n and memcmp(p, raw.p, n) == 0
+
+
+# --- employees' strings, decoded once ---------------------------------------
+# A department ring names every member (extension and name) in its targets;
+# decoding them on every call was a third of a company-number decision.  The
+# strings of presence slot N are kept here and reused while the record's bytes
+# still spell them (so a reload that renames or renumbers is seen at once),
+# together with the last Target built for that employee (plans are immutable
+# tuples, so sharing one between plans is safe).
+
+cdef enum:
+    SLOT_CACHE_MAX = 1 << 20       # slots are dense (one per employee): bounded by the company size
+cdef list _slot_cache = []         # slot -> [extension, name, Target or None]
+
+
+cdef inline list cached_slot(uint32_t slot):
+    if slot < <uint32_t>len(_slot_cache):
+        return <list>_slot_cache[slot]
+    return None
+
+
+cdef list remember_slot(uint32_t slot, list entry):
+    if slot < SLOT_CACHE_MAX:
+        if slot >= <uint32_t>len(_slot_cache):
+            _slot_cache.extend([None] * (slot + 1 - len(_slot_cache)))
+        _slot_cache[slot] = entry
+    return entry
+
+
+cdef list slot_entry(uint32_t slot, Str ext, Str name):
+    """``[extension, name, last target]`` of presence slot ``slot``, checked against the record."""
+    cdef list entry = cached_slot(slot)
+    if entry is not None and same_text(entry[0], ext) and same_text(entry[1], name):
+        return entry
+    return remember_slot(slot, [py(ext), py(name), None])
+
+
+cdef list slot_entry_of(uint32_t slot, str ext, Str name):
+    """:func:`slot_entry` when the extension is already a str (an employee reached by its key)."""
+    cdef list entry = cached_slot(slot)
+    if entry is not None and <str>entry[0] == ext and same_text(entry[1], name):
+        return entry
+    return remember_slot(slot, [ext, py(name), None])
+
+
+cdef object slot_target(list entry, int delay, int timeout):
+    """``Target("extension", ext, name, delay, timeout)``, reusing the entry's last one when equal."""
+    last = entry[2]
+    if last is not None and <int>(<tuple>last)[3] == delay and <int>(<tuple>last)[4] == timeout:
+        return last
+    target = mk_target("extension", entry[0], entry[1], delay, timeout)
+    entry[2] = target
+    return target
 
 
 cdef inline Str span(bytes raw):
@@ -468,12 +532,15 @@ cdef class _Decision:
         if called.startswith("then:"):
             return self.then(called)
         key = called.encode()
-        raw = self.lookup(key, T_NUMBER)
-        if raw is not None:
-            return self.number(called, raw)
-        raw = self.lookup(key, T_EXT)
-        if raw is not None:
-            return self.internal(called, raw)
+        # Extensions are 2 to 6 digits and no number spells one (validation sees to it), so the
+        # order of the two lookups changes nothing but the cost: an internal call skips a miss.
+        cdef int table = T_EXT if len(called) <= 6 else T_NUMBER
+        cdef int i
+        for i in range(2):
+            raw = self.lookup(key, table)
+            if raw is not None:
+                return self.internal(called, raw) if table == T_EXT else self.number(called, raw)
+            table = T_NUMBER if table == T_EXT else T_EXT
         return self.outbound_or_unknown(called)
 
     cdef tuple number(self, str number, bytes raw):
@@ -809,7 +876,8 @@ cdef class _Decision:
         cdef int timeout
         path = path + (ext,)
         self.ring_timeout = e.ring_timeout
-        name = py(e.name)
+        entry = slot_entry_of(e.slot, ext, e.name)
+        name = entry[1]
         why = f"{why} → ext {ext} ({name})"
         notes = ""
         if e.always.kind != K_NONE:
@@ -836,7 +904,7 @@ cdef class _Decision:
             on_no_answer = self.after_desk(ext, e, path)
             on_unreachable = self.unreachable_steps(ext, e, f"ext {ext} is not reachable", path)
             self.depth -= 1
-        target = mk_target("extension", ext, name, 0, timeout)
+        target = slot_target(entry, 0, timeout)
         return one(mk_ring((target,), "simultaneous", timeout, why + notes,
                                   on_busy, on_no_answer, on_unreachable, None))
 
@@ -926,7 +994,8 @@ cdef class _Decision:
             rd_str(&c, &m)
             rd_str(&c, &n)
             rd_u32(&c, &slot)
-            member = py(m)
+            entry = slot_entry(slot, m, n)
+            member = entry[0]
             self.live(slot, &live)
             if live.known and not live.registered:
                 if skipped is None:
@@ -937,14 +1006,14 @@ cdef class _Decision:
                     skipped = []
                 skipped.append(f"{member} on a call")
             elif strategy == 0:
-                targets.append(mk_target("extension", member, py(n), 0, timeout))
+                targets.append(slot_target(entry, 0, timeout))
             elif strategy == 1:
                 if elapsed < timeout:
                     leg = step if step < timeout - elapsed else timeout - elapsed
-                    targets.append(mk_target("extension", member, py(n), elapsed, leg))
+                    targets.append(slot_target(entry, elapsed, leg))
                     elapsed += leg
             elif delay < timeout:
-                targets.append(mk_target("extension", member, py(n), delay, timeout - delay))
+                targets.append(slot_target(entry, delay, timeout - delay))
                 delay += step
         if skipped is not None:
             why += "; skipped " + ", ".join(skipped)

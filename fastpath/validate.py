@@ -212,15 +212,27 @@ class _Registry:
     def __init__(self, report: _Report):
         self.report = report
         self.first: dict[tuple[str, str], _At] = {}
+        self.dialled: dict[str, tuple[str, str, _At]] = {}    # digits -> (space, name, where)
 
     def claim(self, space: str, name: str | None, at: _At) -> None:
         if name is None:
             return
         first = self.first.setdefault((space, name), at)
         if first is not at:
-            where = str(first) if first.source == at.source else f"{first} in {first.source}"
-            self.report.add(at, f"{space} {name} is already used by {where}; "
+            self.report.add(at, f"{space} {name} is already used by {self._where(first, at)}; "
                             f"each {space} must be unique across all companies")
+        elif space in ("extension", "number"):
+            # What a caller dials names one thing: the engines may look a short
+            # dialled string up as an extension first, a long one as a number first.
+            digits = name.lstrip("+")
+            other_space, other, where = self.dialled.setdefault(digits, (space, name, at))
+            if other_space != space:
+                self.report.add(at, f"{space} {name} has the same digits as {other_space} {other} at "
+                                    f"{self._where(where, at)}; a dialled number must name one thing")
+
+    @staticmethod
+    def _where(first: _At, at: _At) -> str:
+        return str(first) if first.source == at.source else f"{first} in {first.source}"
 
 
 # --------------------------------------------------------------------------

@@ -468,3 +468,26 @@ def test_plan_renders_as_text_and_json(decide, store):
     assert "if busy / no answer / unreachable:" in text      # identical mobile fallbacks shown once
     data = to_json(plan)
     assert '"action": "ring"' in data and '"caller": "447400999999"' in data
+
+
+def test_a_reload_that_renames_or_renumbers_is_seen_by_the_next_call(decide, tmp_path):
+    """Names and extensions in plans come from the snapshot, never from what an earlier call saw
+    (the fast path keeps decoded names per presence slot and must notice when they change)."""
+    from fastpath.store import Store
+    from .conftest import config_from_yaml
+
+    before = COMPANY
+    after = COMPANY.replace("name: Alice", "name: Alicia").replace("{extension: 2010, name: Judy",
+                                                                  "{extension: 2011, name: Judy")
+    after = after.replace("2010", "2011")
+    with Store(str(tmp_path / "store")) as store:
+        store.load_config(config_from_yaml(before))
+        first = decide(store, "+442079460001", "+447700900123", at("2026-11-23 10:00")).steps[0]
+        assert [(t.number, t.name) for t in first.targets] == [("2001", "Alice"), ("2010", "Judy"),
+                                                                ("2005", "Eve")]
+        store.load_config(config_from_yaml(after))
+        again = decide(store, "+442079460001", "+447700900123", at("2026-11-23 10:00")).steps[0]
+        assert [(t.number, t.name) for t in again.targets] == [("2001", "Alicia"), ("2011", "Judy"),
+                                                                ("2005", "Eve")]
+        alone = decide(store, "2001", "", at("2026-11-23 10:00")).steps[0]
+        assert alone.targets[0].name == "Alicia" and "ext 2001 (Alicia)" in alone.reason

@@ -978,3 +978,15 @@ def test_garbage_yaml_text_raises_only_config_error(text):
         validate([(load_yaml(text, "fuzz.yaml"), "fuzz.yaml")])
     except ConfigError:
         pass
+
+
+def test_a_number_may_not_spell_an_extension():
+    """Iran's voicemail access number +98 9601 is six digits, like an extension 989601 could be:
+    a dialled string must name one thing, whichever table the engines look at first."""
+    staff = "employees:\n  - {extension: 989601, name: Ann}\n"
+    number = "numbers:\n  - {number: '+989601', route: 'employee:989601'}\n"
+    with pytest.raises(ConfigError) as caught:
+        validate([(load_yaml(COMPANY + staff + number, "a.yaml"), "a.yaml")])
+    (found,) = caught.value.problems
+    assert found.path == "numbers[0].number" and found.line == 8
+    assert "number +989601 has the same digits as extension 989601" in found.message

@@ -3,7 +3,8 @@
 Modules, one concern each:
 
 * :mod:`.keywords` -- how an event becomes a status (keyword rules, private events);
-* :mod:`.precedence` -- which overlapping status is in force (reusable by the engine);
+  which status is in force (manual over calendar, the most restrictive calendar one)
+  is decided by :mod:`fastpath.referral_status`, shared with the routing engines;
 * :mod:`.expand` -- iCalendar / server occurrences -> concrete intervals in the horizon;
 * :mod:`.source` -- the source interface and its errors;
 * :mod:`.caldav_source`, :mod:`.ews_source`, :mod:`.graph_source` -- the three sources;

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastpath.errors import ConfigError, Problem
+from fastpath.referral_status import DEFAULT_PRECEDENCE
 from fastpath.yaml_source import DOCUMENT, YamlInt, load_yaml
 
 from .keywords import (BUILTIN_STATUSES, DEFAULT_KEYWORDS, KEYWORD_PATTERN, STATUS_PATTERN,
                        KeywordRules, merge_keywords)
-from .precedence import DEFAULT_PRECEDENCE
 
 SOURCE_KINDS = ("caldav", "ews", "graph")
 ENV_PREFIX = "SWITCHBOARD_CALENDAR_"

@@ -18,8 +18,9 @@ import threading
 import time
 from zoneinfo import ZoneInfo
 
+from fastpath.referral_status import DEFAULT_PRECEDENCE, status_at, timeline, until
+
 from .config import check_credentials, load_calendar_config, load_secrets
-from .precedence import DEFAULT_PRECEDENCE, in_force, timeline, until
 from .worker import CalendarWorker, default_status_path, read_status
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,7 @@ def status_report(store, extension: str, now: float | None = None, *, ahead: flo
     with the worker's sync state of calendar sources)."""
     now = time.time() if now is None else now
     held = store.referrals(extension)
-    intervals = [iv for items in held.values() for iv in items]
-    current = in_force(intervals, now, precedence)
+    current = status_at(held, now, precedence)
     sync = (read_status(status_path or default_status_path(store.path)) or {}).get("calendars", {})
     state = sync.get(extension)
     sources = {}
@@ -83,14 +83,14 @@ def status_report(store, extension: str, now: float | None = None, *, ahead: flo
         sources[state["source"]] = {"intervals": 0, "future": 0, **{k: state.get(k) for k in (
             "state", "last_success", "last_error", "last_error_at", "next_attempt", "last_sync", "where")}}
     upcoming = [{"from": a, "to": b, "status": iv.status, "reason": iv.reason, "visibility": iv.visibility,
-                 "source": iv.source} for a, b, iv in timeline(intervals, now, now + ahead, precedence)
+                 "source": iv.source} for a, b, iv in timeline(held, now, now + ahead, precedence)
                 if a > now or iv is not current]
     return {
         "extension": extension, "at": now,
         "current": None if current is None else {
             "status": current.status, "reason": current.reason, "visibility": current.visibility,
             "alternate": current.alternate, "source": current.source, "since": current.start,
-            "until": until(intervals, now, precedence)},
+            "until": until(held, now, precedence)},
         "upcoming": upcoming, "sources": sources,
     }
 

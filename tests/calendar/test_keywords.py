@@ -1,12 +1,10 @@
-"""Keyword rules (esl_app/calendar/keywords.py) and precedence (precedence.py)."""
+"""Keyword rules (esl_app/calendar/keywords.py); precedence is in tests/test_referral_status.py."""
 from __future__ import annotations
 
 import pytest
 
 from esl_app.calendar.keywords import (DEFAULT_KEYWORDS, KeywordRules, classify, clean_title, find_keyword,
                                        merge_keywords)
-from esl_app.calendar.precedence import DEFAULT_PRECEDENCE, in_force, timeline, until
-from fastpath.records import ReferralInterval
 
 RULES = KeywordRules()
 
@@ -104,61 +102,3 @@ def test_bad_rules_are_refused():
         KeywordRules(visibility="nobody")
     with pytest.raises(ValueError):
         classify("x", RULES, free_busy="maybe")
-
-
-# --- precedence ------------------------------------------------------------------------------
-
-def iv(start, end, status, source="calendar:caldav", reason=""):
-    return ReferralInterval(start, end, status, reason, "", "everyone", source)
-
-
-def test_most_restrictive_wins():
-    """Should pick sick > vacation > away > meeting > lunch among overlapping intervals."""
-    items = [iv(0, 100, "lunch"), iv(0, 100, "meeting"), iv(0, 100, "away"), iv(0, 100, "vacation"),
-             iv(0, 100, "sick")]
-    order = []
-    while items:
-        chosen = in_force(items, 50)
-        order.append(chosen.status)
-        items.remove(chosen)
-    assert tuple(order) == DEFAULT_PRECEDENCE
-
-
-def test_boundaries_are_half_open():
-    items = [iv(10, 20, "meeting")]
-    assert in_force(items, 9) is None
-    assert in_force(items, 10).status == "meeting"
-    assert in_force(items, 19.999).status == "meeting"
-    assert in_force(items, 20) is None
-
-
-def test_ties_prefer_the_later_end_then_earlier_start_then_source():
-    a, b = iv(0, 50, "meeting", reason="a"), iv(10, 80, "meeting", reason="b")
-    assert in_force([a, b], 20) is b
-    c, d = iv(0, 80, "meeting", reason="c"), iv(10, 80, "meeting", reason="d")
-    assert in_force([d, c], 20) is c
-    e, f = iv(0, 80, "meeting", "calendar:ews"), iv(0, 80, "meeting", "calendar:caldav")
-    assert in_force([e, f], 20) is f and in_force([f, e], 20) is f
-
-
-def test_company_statuses_and_available():
-    """Unlisted statuses rank below listed ones (alphabetically), available last."""
-    items = [iv(0, 10, "available"), iv(0, 10, "training"), iv(0, 10, "lunch")]
-    assert in_force(items, 5).status == "lunch"
-    assert in_force(items[:2], 5).status == "training"
-    assert in_force(items, 5, ("training", "sick")).status == "training"
-    assert in_force([iv(0, 10, "zeta"), iv(0, 10, "alpha")], 5).status == "alpha"
-
-
-def test_until_follows_back_to_back_intervals_of_the_same_status():
-    items = [iv(0, 60, "meeting"), iv(60, 120, "meeting"), iv(100, 200, "meeting"), iv(300, 400, "meeting"),
-             iv(0, 500, "lunch")]
-    assert until(items, 30) == 200
-    assert until(items, 250) == 500            # lunch, the only thing in force then
-    assert until([], 0) is None
-
-
-def test_timeline_pieces():
-    items = [iv(0, 100, "lunch"), iv(20, 40, "meeting"), iv(30, 60, "sick")]
-    pieces = [(a, b, x.status) for a, b, x in timeline(items, 0, 120)]
-    assert pieces == [(0, 20, "lunch"), (20, 30, "meeting"), (30, 60, "sick"), (60, 100, "lunch")]

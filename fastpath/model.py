@@ -27,6 +27,20 @@ NUMBER_MODES = ("always", "schedule")
 DIVERT_CONDITIONS = ("always", "busy", "no_answer", "unreachable")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+#: Availability ("referral") statuses every company has; companies may add their own.
+#: ``available`` means "ring as usual" (a manual available overrides the calendar).
+REFERRAL_STATUSES = ("available", "meeting", "lunch", "vacation", "sick", "away")
+#: What a call to an employee with a status does.  Every action but ``ring`` is
+#: announced first ("Extension 2001 is in a meeting until 14:30").
+REFERRAL_ACTIONS = (
+    "voicemail",   # announce, then the employee's voicemail
+    "divert",      # announce, then ``to`` (colleague, receptionist, department, mobile, number)
+    "alternate",   # announce, then the alternate number the status carries (voicemail if none)
+    "ring",        # ring anyway; the plan's reason tells the receptionist why it may go unanswered
+)
+ICM_SOURCES = ("history", "crm")
+ICM_RING = ("manager", "manager_and_mobile")
+
 
 @dataclass(frozen=True, slots=True)
 class Destination:
@@ -58,6 +72,18 @@ class Diverts:
 
 
 @dataclass(frozen=True, slots=True)
+class ReferralAction:
+    """What a call does while the employee has one status.
+
+    ``to`` is set for ``divert`` only; a divert "to mobile" is already the
+    employee's mobile as an ``external`` destination.
+    """
+
+    action: str
+    to: Destination | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Employee:
     extension: str
     name: str
@@ -68,6 +94,13 @@ class Employee:
     a1_hash: str | None = None          # md5("ext:domain:password"), never the password
     mobile_after: int | None = None     # ring the mobile after N s without answer
     diverts: Diverts = field(default_factory=Diverts)
+    #: status -> action, company defaults merged with the employee's own; statuses not
+    #: listed take the company's ``default_action`` (``referral_default``).
+    referral: tuple[tuple[str, ReferralAction], ...] = ()
+    referral_default: ReferralAction = ReferralAction("voicemail")
+    #: extensions allowed to set or clear this employee's status (besides the
+    #: employee and the company's admins)
+    status_delegates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +131,27 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class IcmStep:
+    """Intelligent contact manager on a number: returning callers reach their manager.
+
+    Applies when the number's working-hours (or around-the-clock) route would
+    be taken.  ``sources`` are asked in order; a manager in ``exceptions`` is
+    never routed to.  If the manager cannot take the call it goes to the
+    ``on_failure`` department (if any) and then, in every case, back to the
+    number's normal route.  ``default`` is where callers without a manager go
+    (None: the normal route).
+    """
+
+    sources: tuple[str, ...] = ICM_SOURCES
+    max_age_days: int = 0               # call history older than this is ignored (0: any age)
+    ring: str = "manager"               # or "manager_and_mobile"
+    timeout: int = 20                   # seconds the manager's phone(s) ring
+    on_failure: Destination | None = None   # a department (queue)
+    default: Destination | None = None
+    exceptions: tuple[str, ...] = ()    # employee extensions ICM never routes to
+
+
+@dataclass(frozen=True, slots=True)
 class Number:
     """A company DID.  With ``mode == "always"`` only ``open`` is used."""
 
@@ -107,6 +161,7 @@ class Number:
     open: Destination
     closed: Destination | None = None
     schedule: str | None = None         # Schedule.key within the company
+    icm: IcmStep | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +187,8 @@ class Company:
     ring_timeout: int = 60              # how long a phone rings when nothing else is configured
     outbound_caller_id: str | None = None   # E.164 digits shown on calls out
     city_code: str | None = None        # area code for local numbers without one
+    language: str = "en"                # of the phrases callers hear (FreeSWITCH say/phrase language)
+    statuses: tuple[str, ...] = REFERRAL_STATUSES   # built-in ones, then the company's own
     employees: tuple[Employee, ...] = ()
     departments: tuple[Department, ...] = ()
     schedules: tuple[Schedule, ...] = ()

@@ -21,7 +21,8 @@ from typing import Callable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError, PhoneNumberError, Problem
-from .model import (DIVERT_CONDITIONS, NUMBER_MODES, ROLES, STRATEGIES, WEEKDAYS,
+from .model import (DIVERT_CONDITIONS, ICM_RING, ICM_SOURCES, NUMBER_MODES, REFERRAL_ACTIONS,
+                    REFERRAL_STATUSES, ROLES, STRATEGIES, WEEKDAYS, IcmStep, ReferralAction,
                     Company, Config, Department, Destination, Diverts, Employee,
                     IvrMenu, Number, Schedule)
 from .phone import is_known_region, to_e164
@@ -32,13 +33,16 @@ HANGUP_CAUSES = ("NORMAL_CLEARING", "USER_BUSY", "NO_ANSWER", "CALL_REJECTED",
 IVR_DIGITS = "0123456789*#"
 
 _COMPANY_KEYS = ("id", "name", "country", "timezone", "sip_domain", "city_code",
-                 "outbound_caller_id", "defaults", "employees", "departments",
-                 "schedules", "numbers", "ivr")
+                 "outbound_caller_id", "defaults", "language", "referral", "employees",
+                 "departments", "schedules", "numbers", "ivr")
 _EMPLOYEE_KEYS = ("extension", "name", "role", "email", "mobile", "sip_password",
-                  "sip_a1_hash", "mobile_after", "diverts")
+                  "sip_a1_hash", "mobile_after", "diverts", "referral", "status_delegates")
+_REFERRAL_KEYS = ("statuses", "default_action", "actions")
+_ICM_KEYS = ("sources", "max_age_days", "ring", "timeout", "on_failure", "default", "except")
+_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "ru", "sv", "ja", "zh", "he", "hu", "pl", "th")
 _DEPARTMENT_KEYS = ("extension", "name", "members", "strategy", "step_seconds",
                     "timeout", "no_answer")
-_NUMBER_KEYS = ("number", "mode", "schedule", "route", "open", "closed")
+_NUMBER_KEYS = ("number", "mode", "schedule", "route", "open", "closed", "icm")
 _MENU_KEYS = ("greeting", "timeout", "retries", "options", "on_timeout", "on_invalid")
 _TARGET_KINDS = ("employee", "department", "extension", "ivr", "voicemail",
                  "external", "fax", "hangup")
@@ -605,6 +609,9 @@ class _Context:
     sip_domain: str | None
     no_answer_seconds: int | None
     ring_timeout: int | None
+    statuses: tuple[str, ...] = REFERRAL_STATUSES
+    referral_actions: tuple = ()        # (status, action or _MOBILE divert) company defaults
+    referral_default: object = None
 
     def destination(self, fields: _Fields, key: str,
                     required: bool = False) -> Destination | None:
@@ -633,9 +640,119 @@ def _employee(ctx: _Context, fields: _Fields) -> Employee:
         ctx.report.add(fields.where("mobile_after"), "mobile_after needs a mobile number to ring")
     diverts = _diverts(ctx.report, fields.mapping("diverts", DIVERT_CONDITIONS, "diverts"),
                        ext, ctx.directory, ctx.no_answer_seconds)
+    own = _referral_actions(ctx, fields.mapping("referral", ctx.statuses, "status actions"), ext)
+    actions = dict(ctx.referral_actions)
+    actions.update(own)
+    delegates: list[str] = []
+    for item, at in fields.items("status_delegates", "employee extensions"):
+        other = ctx.report.convert(at, _extension, item)
+        if other is None or ctx.report.convert(at, ctx.directory.extension, other, ("employee",)) is None:
+            continue
+        if other == ext:
+            ctx.report.add(at, f"{ext} may always set its own status; list others here")
+        elif other in delegates:
+            ctx.report.add(at, f"{other} is listed twice")
+        else:
+            delegates.append(other)
+    resolve = _MobileResolver(mobile)
     return Employee(extension=ext, name=name, role=role, company=ctx.company, email=email,
                     mobile=mobile, a1_hash=a1_hash, mobile_after=mobile_after,
-                    diverts=diverts)
+                    diverts=diverts,
+                    referral=tuple((status, resolve(action)) for status, action in actions.items()),
+                    referral_default=resolve(ctx.referral_default or ReferralAction("voicemail")),
+                    status_delegates=tuple(delegates))
+
+
+_MOBILE = Destination("mobile", "")     # "divert to the employee's own mobile", resolved per employee
+
+
+class _MobileResolver:
+    """Turns a divert "to mobile" into the employee's mobile (voicemail for who has none)."""
+
+    def __init__(self, mobile: str | None):
+        self.mobile = mobile
+
+    def __call__(self, action: ReferralAction) -> ReferralAction:
+        if action.to is not _MOBILE:
+            return action
+        if self.mobile is None:
+            return ReferralAction("voicemail")
+        return ReferralAction("divert", Destination("external", self.mobile))
+
+
+def _referral_action(value: object, directory: _Directory, own: str | None) -> ReferralAction:
+    """voicemail | ring | alternate | {action: divert, to: DEST or mobile}."""
+    if isinstance(value, str) and value in ("voicemail", "ring", "alternate"):
+        return ReferralAction(value)
+    if not isinstance(value, dict) or set(value) - {"action", "to"} or value.get("action") not in REFERRAL_ACTIONS:
+        raise _Invalid(f"expected voicemail, ring, alternate or {{action: divert, to: DEST}} (DEST: "
+                       f"mobile, employee:NNNN, department:NNN, voicemail:NNNN, external:NUMBER), "
+                       f"got {_describe(value)}")
+    if value["action"] != "divert":
+        if value.get("to") is not None:
+            raise _Invalid(f"'to' goes with action divert, not {value['action']}")
+        return ReferralAction(value["action"])
+    to = value.get("to")
+    if to == "mobile":
+        return ReferralAction("divert", _MOBILE)
+    if to is None:
+        raise _Invalid("action divert needs 'to': mobile, employee:NNNN, department:NNN, voicemail:NNNN "
+                       "or external:NUMBER")
+    target = directory.target(to)
+    if target.kind not in ("employee", "department", "voicemail", "external"):
+        raise _Invalid(f"a status can divert to an employee, a department, a voicemail box, a mobile or "
+                       f"an external number, not {target.kind}")
+    if own is not None and target.kind == "employee" and target.ref == own:
+        raise _Invalid(f"divert to itself: {own} cannot send its own callers back to {own}; use voicemail or ring")
+    return ReferralAction("divert", target)
+
+
+def _referral_actions(ctx: _Context, fields: _Fields | None, own: str | None) -> dict[str, ReferralAction]:
+    """``status: action`` pairs (the allowed keys are the company's statuses)."""
+    if fields is None:
+        return {}
+    found = {}
+    for status in fields.data:
+        if status == "available":
+            ctx.report.add(fields.where(status), "available always rings: it has no action")
+        elif status in ctx.statuses:
+            action = fields.get(status, _referral_action, ctx.directory, own)
+            if action is not None:
+                found[status] = action
+    return found
+
+
+def _icm(ctx: _Context, fields: _Fields | None) -> IcmStep | None:
+    """A number's ICM step (see model.IcmStep)."""
+    if fields is None:
+        return None
+    sources: list[str] = []
+    for item, at in fields.items("sources", "ICM sources"):
+        source = ctx.report.convert(at, _choice, item, ICM_SOURCES)
+        if source in sources:
+            ctx.report.add(at, f"source {source} is listed twice")
+        elif source is not None:
+            sources.append(source)
+    if fields.data.get("sources") == []:
+        ctx.report.add(fields.where("sources"), f"list at least one of {', '.join(ICM_SOURCES)}")
+    on_failure = ctx.destination(fields, "on_failure")
+    if on_failure is not None and on_failure.kind != "department":
+        ctx.report.add(fields.where("on_failure"), f"on_failure is a department (the queue that takes the call "
+                       f"when the manager cannot), not {_a(on_failure.kind)}")
+    exceptions: list[str] = []
+    for item, at in fields.items("except", "employee extensions"):
+        ext = ctx.report.convert(at, _extension, item)
+        if ext is not None and ctx.report.convert(at, ctx.directory.extension, ext, ("employee",)) is not None:
+            exceptions.append(ext)
+    return IcmStep(
+        sources=tuple(sources) or ICM_SOURCES,
+        max_age_days=fields.get("max_age_days", _whole, 0, 3650, "days", default=0),
+        ring=fields.get("ring", _choice, ICM_RING, default="manager"),
+        timeout=fields.get("timeout", _whole, 5, 300, default=20),
+        on_failure=on_failure,
+        default=ctx.destination(fields, "default"),
+        exceptions=tuple(exceptions),
+    )
 
 
 def _members(ctx: _Context, fields: _Fields) -> tuple[str, ...]:
@@ -705,9 +822,10 @@ def _number(ctx: _Context, fields: _Fields) -> Number:
                 ctx.report.add(fields.where(key), f"'{key}' is not used with mode {mode}, "
                                f"which takes {', '.join(used)}")
     route, open_, closed = (ctx.destination(fields, key) for key in ("route", "open", "closed"))
+    icm = _icm(ctx, fields.mapping("icm", _ICM_KEYS, "an ICM step"))
     if mode == "always":
-        return Number(number, ctx.company, mode, open=route)
-    return Number(number, ctx.company, mode, open=open_, closed=closed, schedule=schedule)
+        return Number(number, ctx.company, mode, open=route, icm=icm)
+    return Number(number, ctx.company, mode, open=open_, closed=closed, schedule=schedule, icm=icm)
 
 
 def _options(ctx: _Context, fields: _Fields) -> tuple[tuple[str, Destination], ...]:
@@ -759,8 +877,23 @@ def _company(report: _Report, registry: _Registry, fields: _Fields) -> Company:
     if defaults is not None:
         no_answer_seconds = defaults.get("no_answer_seconds", _whole, 5, 300, default=20)
         ring_timeout = defaults.get("ring_timeout", _whole, 5, 600, default=60)
-    ctx = _Context(report, registry, _Directory.scan(fields.data, country), company_id,
-                   sip_domain, no_answer_seconds, ring_timeout)
+    language = fields.get("language", _choice, _LANGUAGES, default="en")
+    directory = _Directory.scan(fields.data, country)
+    ctx = _Context(report, registry, directory, company_id, sip_domain, no_answer_seconds, ring_timeout)
+    referral = fields.mapping("referral", _REFERRAL_KEYS, "referral statuses")
+    statuses = list(REFERRAL_STATUSES)
+    if referral is not None:
+        for item, at in referral.items("statuses", "status names"):
+            status = report.convert(at, _identifier, item)
+            if status in statuses:
+                report.add(at, f"status {status} is already defined" + (
+                    " (built in)" if status in REFERRAL_STATUSES else ""))
+            elif status is not None:
+                statuses.append(status)
+        ctx = replace(ctx, statuses=tuple(statuses))
+        default = referral.get("default_action", _referral_action, directory, None)
+        actions = _referral_actions(ctx, referral.mapping("actions", ctx.statuses, "status actions"), None)
+        ctx = replace(ctx, referral_actions=tuple(actions.items()), referral_default=default)
 
     def listed(key: str, allowed: tuple[str, ...], what: str, read: Callable) -> tuple:
         return tuple(read(ctx, part) for item, at in fields.items(key, what + "s")
@@ -774,6 +907,7 @@ def _company(report: _Report, registry: _Registry, fields: _Fields) -> Company:
         id=company_id, name=name, country=country, timezone=timezone,
         sip_domain=sip_domain, no_answer_seconds=no_answer_seconds,
         ring_timeout=ring_timeout, outbound_caller_id=caller_id, city_code=city_code,
+        language=language, statuses=ctx.statuses,
         employees=listed("employees", _EMPLOYEE_KEYS, "employee", _employee),
         departments=listed("departments", _DEPARTMENT_KEYS, "department", _department),
         schedules=named("schedules", ("hours", "holidays"), "schedule", _schedule),

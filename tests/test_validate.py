@@ -990,3 +990,106 @@ def test_a_number_may_not_spell_an_extension():
     (found,) = caught.value.problems
     assert found.path == "numbers[0].number" and found.line == 8
     assert "number +989601 has the same digits as extension 989601" in found.message
+
+
+REFERRAL_COMPANY = COMPANY + """\
+referral:
+  statuses: [training]
+  default_action: voicemail
+  actions:
+    meeting: {action: divert, to: "employee:2002"}
+    vacation: {action: divert, to: mobile}
+    away: ring
+employees:
+  - {extension: 2001, name: Ann, mobile: "+447400100001", referral: {meeting: alternate, training: ring},
+     status_delegates: [2002]}
+  - {extension: 2002, name: Bob}
+"""
+
+
+def test_status_actions_merge_company_defaults_with_the_employee_own():
+    from fastpath.model import Destination, ReferralAction
+    config = validate([(load_yaml(REFERRAL_COMPANY, "a.yaml"), "a.yaml")])
+    company = config.companies[0]
+    assert company.statuses[-1] == "training"
+    ann, bob = company.employees
+    assert dict(ann.referral) == {"meeting": ReferralAction("alternate"), "training": ReferralAction("ring"),
+                                  "away": ReferralAction("ring"),
+                                  "vacation": ReferralAction("divert", Destination("external", "447400100001"))}
+    assert ann.status_delegates == ("2002",)
+    # Bob has no mobile: a divert to it becomes his voicemail
+    assert dict(bob.referral)["vacation"] == ReferralAction("voicemail")
+    assert dict(bob.referral)["meeting"] == ReferralAction("divert", Destination("employee", "2002"))
+
+
+@pytest.mark.parametrize("bad, path, message", [
+    ("{meting: ring}", "employees[1].referral.meting", "unknown key 'meting'; did you mean 'meeting'?"),
+    ("{available: ring}", "employees[1].referral.available", "available always rings"),
+    ("{meeting: {action: divert}}", "employees[1].referral.meeting", "action divert needs 'to'"),
+    ("{meeting: {action: divert, to: 'employee:2002'}}", "employees[1].referral.meeting", "divert to itself"),
+    ("{meeting: {action: divert, to: 'ivr:main'}}", "employees[1].referral.meeting", "unknown IVR menu"),
+    ("{lunch: {action: ring, to: 'employee:2001'}}", "employees[1].referral.lunch", "'to' goes with action divert"),
+    ("{lunch: snooze}", "employees[1].referral.lunch", "expected voicemail, ring, alternate"),
+])
+def test_bad_status_actions_name_the_place(bad, path, message):
+    text = REFERRAL_COMPANY.replace("- {extension: 2002, name: Bob}", f"- {{extension: 2002, name: Bob, referral: {bad}}}")
+    with pytest.raises(ConfigError) as caught:
+        validate([(load_yaml(text, "a.yaml"), "a.yaml")])
+    (found,) = caught.value.problems
+    assert found.path == path and message in found.message, found
+
+
+def test_status_delegates_must_be_other_employees():
+    text = REFERRAL_COMPANY.replace("status_delegates: [2002]", "status_delegates: [2001, 2009, 2002, 2002]")
+    with pytest.raises(ConfigError) as caught:
+        validate([(load_yaml(text, "a.yaml"), "a.yaml")])
+    messages = [p.message for p in caught.value.problems]
+    assert len(messages) == 3
+    assert "2001 may always set its own status" in messages[0]
+    assert "unknown extension '2009'" in messages[1]
+    assert "2002 is listed twice" in messages[2]
+
+
+def test_company_statuses_may_not_repeat_the_built_in_ones():
+    text = REFERRAL_COMPANY.replace("statuses: [training]", "statuses: [training, lunch, Bad Name]")
+    with pytest.raises(ConfigError) as caught:
+        validate([(load_yaml(text, "a.yaml"), "a.yaml")])
+    messages = [(p.path, p.message) for p in caught.value.problems]
+    assert messages[0] == ("referral.statuses[1]", "status lunch is already defined (built in)")
+    assert messages[1][0] == "referral.statuses[2]" and "lowercase letters" in messages[1][1]
+
+
+ICM_COMPANY = COMPANY + STAFF + """\
+numbers:
+  - number: "+442079460000"
+    route: "department:600"
+    icm: {sources: [crm, history], max_age_days: 90, ring: manager_and_mobile, timeout: 25,
+          on_failure: "department:600", default: "employee:2002", except: [2001]}
+  - {number: "+442079460001", route: "department:600", icm: {}}
+"""
+
+
+def test_icm_step_on_a_number():
+    from fastpath.model import Destination, IcmStep
+    config = validate([(load_yaml(ICM_COMPANY, "a.yaml"), "a.yaml")])
+    first, second = config.companies[0].numbers
+    assert first.icm == IcmStep(("crm", "history"), 90, "manager_and_mobile", 25, Destination("department", "600"),
+                                Destination("employee", "2002"), ("2001",))
+    assert second.icm == IcmStep()
+
+
+@pytest.mark.parametrize("bad, path, message", [
+    ("{sources: [history, history]}", "numbers[1].icm.sources[1]", "source history is listed twice"),
+    ("{sources: [phonebook]}", "numbers[1].icm.sources[0]", "expected one of history, crm"),
+    ("{on_failure: 'employee:2001'}", "numbers[1].icm.on_failure", "on_failure is a department"),
+    ("{except: [2009]}", "numbers[1].icm.except[0]", "unknown extension '2009'"),
+    ("{ring: everyone}", "numbers[1].icm.ring", "expected one of manager, manager_and_mobile"),
+    ("{timeout: 1}", "numbers[1].icm.timeout", "from 5 to 300"),
+    ("{exceptions: [2001]}", "numbers[1].icm.exceptions", "unknown key 'exceptions'"),
+])
+def test_bad_icm_steps_name_the_place(bad, path, message):
+    text = ICM_COMPANY.replace("icm: {}", f"icm: {bad}")
+    with pytest.raises(ConfigError) as caught:
+        validate([(load_yaml(text, "a.yaml"), "a.yaml")])
+    (found,) = caught.value.problems
+    assert found.path == path and message in found.message, found

@@ -16,10 +16,12 @@ that has been running a while (a first touch of an LMDB page costs a page
 fault, about 1 µs, once per page and process).  Each round is one lookup
 (``lookups_per_round`` 1).
 
-Also reported in ``extra_info``: the history write rate — bulk (one write
-transaction, sorted keys, ``putmulti(append=True)``) and call by call
-(``Store.record_call``, one committed transaction each, as the presence
-listener writes) — and the store size.
+Also reported in ``extra_info``: the history bulk-load rate (one write
+transaction, sorted keys, ``putmulti(append=True)``) and the store size.
+``test_history_write`` measures the history base's insert rate as the presence
+listener writes it: ``inserts_per_s`` for batches of 1,000 new callers in one
+``Store.apply_live`` transaction each (the listener commits each read burst so),
+and ``record_call_per_s`` for one durable commit per call (``Store.record_call``).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import pytest
 
 from fastpath import icm_lookup
 from fastpath import records as rec
-from fastpath.store import Store
+from fastpath.store import CallRecorded, Store
 from fastpath.validate import validate
 from fastpath.yaml_source import load_yaml
 
@@ -72,8 +74,7 @@ def icm_store(tmp_path_factory, pytestconfig):
     info = {"history_rows": history_rows, "crm_rows": crm_rows}
     store = Store(str(tmp_path_factory.mktemp("icm") / "store"))
     config = validate([(load_yaml(_company_yaml(), "icm.yaml"), "icm.yaml")])
-    store.load_config(config)
-    icm_lookup.put_config_rules(store, config)
+    store.load_config(config)                               # writes the company's dialling rules too
     rnd = random.Random(5)
     step = history_rows // crm_rows                         # every step-th caller is a CRM contact
 
@@ -109,13 +110,6 @@ def icm_store(tmp_path_factory, pytestconfig):
     info["crm_bulk_write_s"] = round(time.perf_counter() - started, 3)
     del crm
 
-    # Call by call, as the presence listener records calls (one committed transaction each), for up to 1 s.
-    started = time.perf_counter()
-    count = 0
-    while count < 5_000 and time.perf_counter() - started < 1.0:
-        store.record_call(_number(history_rows + count), "2001", NOW, "in")
-        count += 1
-    info["history_record_call_per_s"] = round(count / (time.perf_counter() - started))
     stats = store.stats()
     info["store_bytes"] = stats["bytes"]
     info["store_mb"] = round(stats["bytes"] / 1e6, 1)
@@ -158,3 +152,38 @@ def test_icm_lookup(benchmark, icm_store, impl):
     benchmark.extra_info.update(info, lookups_per_round=1, callers_in_mix=len(calls), implementation=impl,
                                 mix="85% CRM contact with history older than max_age, 15% unknown")
     benchmark.pedantic(lookup, setup=next_call, rounds=3 * len(calls), iterations=1, warmup_rounds=len(calls))
+
+
+HISTORY_BATCH = 1_000
+
+
+def test_history_write(benchmark, icm_store):
+    """Inserts of new callers into the full history base: batches of HISTORY_BATCH in one
+    ``apply_live`` transaction (what the listener does per read burst), and call by call."""
+    info = icm_store.bench_info
+    fresh = itertools.count(info["history_rows"] + 10_000_000)     # callers not in the base: real inserts
+
+    def batch():
+        return ([CallRecorded(_number(next(fresh)), str(2000 + i % EMPLOYEES), NOW, "in")
+                 for i in range(HISTORY_BATCH)],), {}
+
+    entries = icm_store.stats()["history"]
+    # Call by call, one durable commit each, for up to 1 s.
+    started = time.perf_counter()
+    singles = 0
+    while singles < 5_000 and time.perf_counter() - started < 1.0:
+        icm_store.record_call(_number(next(fresh)), "2001", NOW, "in")
+        singles += 1
+    record_call_per_s = round(singles / (time.perf_counter() - started))
+    # Batched, timed here too so the figure exists under --benchmark-disable.
+    batches = [batch()[0][0] for _ in range(5)]
+    started = time.perf_counter()
+    for changes in batches:
+        assert icm_store.apply_live(changes) == set()
+    inserts_per_s = round(len(batches) * HISTORY_BATCH / (time.perf_counter() - started))
+    assert icm_store.stats()["history"] == entries + singles + len(batches) * HISTORY_BATCH
+    benchmark.group = "icm-history-write"
+    benchmark.extra_info.update(history_rows=info["history_rows"], inserts_per_round=HISTORY_BATCH,
+                                inserts_per_s=inserts_per_s, record_call_per_s=record_call_per_s,
+                                store_bytes=info["store_bytes"], store_mb=info["store_mb"])
+    benchmark.pedantic(icm_store.apply_live, setup=batch, rounds=20, iterations=1)

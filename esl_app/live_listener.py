@@ -44,19 +44,21 @@ phones may set to ``1000-0x564ebc1854b0``)
       inbound rows also ``accountcode``.
 
 Throughput (``tests/test_live_listener.py::test_throughput`` measures and prints
-it on every run): about 3,700 events/s (2,000 on a bad run) for 7.5 KB
-CHANNEL_CREATE / ANSWER / HANGUP_COMPLETE events of which two in three move a
-busy counter, on the 2-vCPU build VM with the store on its virtio disk.  The
-bound is the store: each write is its own durable LMDB commit (~0.4 ms fsync)
-plus re-encoding the presence block, ~2,400 writes/s; events that write
-nothing (ANSWER of a counted channel, BRIDGE of an internal call, HEARTBEAT)
-go through at ~30,000/s.  A PBX starting 100 calls per second produces about
-700 such events per second (CREATE, ANSWER, HANGUP_COMPLETE per leg, BRIDGE
-per call), and mod_event_socket buffers up to 100,000 per listener.
+it on every run): 22,000-34,000 events/s for 7.5 KB CHANNEL_CREATE / ANSWER /
+HANGUP_COMPLETE events of which two in three move a busy counter, on the
+2-vCPU build VM with the store on its virtio disk (4,000 presence writes in
+174 commits).  The store writes of every event read in one ``recv`` burst (up
+to 256 KB) go into one ``store.apply_live`` transaction, in arrival order, and
+``status()`` moves only once they are committed; before that, each write was
+its own durable LMDB commit (~0.4 ms fsync), which capped the listener at
+~2,400 writes/s (3,700 events/s).  A PBX starting 100 calls per second
+produces about 700 such events per second (CREATE, ANSWER, HANGUP_COMPLETE
+per leg, BRIDGE per call), and mod_event_socket buffers up to 100,000 per
+listener.
 
 Threading: the listener runs in one ``threading.Thread`` using blocking sockets
 with timeouts; under ``gevent.monkey.patch_all()`` that thread is a greenlet and
-the sockets cooperative.  Store writes are single short write transactions.
+the sockets cooperative.  Store writes are one short write transaction per read burst.
 """
 from __future__ import annotations
 
@@ -68,11 +70,13 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 
 import lmdb
 
+from fastpath.caller_numbers import normalise
 from fastpath.errors import StoreError
-from fastpath.phone import to_e164
+from fastpath.store import CallEnded, CallRecorded, CallStarted, Registered
 
 from .esl_protocol import EslParser, EslProtocolError, Event, Message, encode_command
 
@@ -144,16 +148,17 @@ def _int(value: object) -> int | None:
         return None
 
 
-def _international_digits(number: str | None) -> str | None:
-    """E.164 digits of a number that is already international (``+…``, ``00…``
-    or bare digits valid as such), else None.  Never raises: caller IDs are
-    whatever the far end sent."""
-    if not number:
+_SEPARATORS = str.maketrans("", "", " -.()")
+
+
+def _history_key(rules: bytes | None, number: str | None) -> str | None:
+    """The E.164 digits ICM's lookup computes for ``number`` with a company's compiled
+    dialling ``rules`` (national, local and international forms alike), else None.
+    Separators a person dialling may type (spaces, ``-``, ``.``, parentheses) are
+    dropped first.  Never raises: numbers are whatever the far end sent."""
+    if not number or rules is None:
         return None
-    try:
-        return to_e164(number)
-    except Exception:        # PhoneNumberError, and anything libphonenumber chokes on
-        return None
+    return normalise(rules, number.translate(_SEPARATORS))
 
 
 def parse_show_rows(body: bytes, what: str) -> list[dict[str, str]]:
@@ -205,16 +210,54 @@ class PresenceTracker:
     ``apply(event, now, write=False)`` updates only the model (used while
     replaying over a snapshot); with ``write=True`` each change is also written
     with the store's delta API.  Call history is written either way (it is
-    idempotent).
+    idempotent).  Inside ``with tracker.batch():`` the writes of every event
+    applied are collected and written, in order, by one ``store.apply_live``
+    transaction at the end (the listener batches each burst it reads);
+    outside, each change is written at once.
+
+    Call history is filed under the remote party's number as ICM's lookup
+    reads it: normalised to E.164 digits with the compiled dialling rules of
+    the employee's company (the store's ``dial`` table), so a caller who sent
+    ``84951234567`` or a 7-digit local number is found when they call again.
     """
 
     def __init__(self, store) -> None:
         self.store = store
+        self._pending: list | None = None              # changes held back by batch()
         self.registrations: dict[str, dict[str, float]] = {}
         self.call_ids: dict[str, str] = {}              # Call-ID -> extension
         self.channels: dict[str, str] = {}              # UUID -> extension
         self.history_written = 0
         self.history_skipped = 0
+
+    # -- writing ------------------------------------------------------------
+    @contextmanager
+    def batch(self):
+        """Collect the store writes made inside and write them in one transaction on the way out
+        (also when an exception leaves the block: the model already has those changes)."""
+        if self._pending is not None:                  # nested: the outer batch writes
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+        except BaseException:
+            pending, self._pending = self._pending, None
+            if pending:
+                try:
+                    self.store.apply_live(pending)
+                except Exception:
+                    log.exception("live listener: %d changes could not be written", len(pending))
+            raise
+        pending, self._pending = self._pending, None
+        if pending:
+            self.store.apply_live(pending)
+
+    def _write(self, change) -> None:
+        if self._pending is None:
+            self.store.apply_live([change])
+        else:
+            self._pending.append(change)
 
     # -- queries ------------------------------------------------------------
     def registered(self) -> set[str]:
@@ -247,8 +290,9 @@ class PresenceTracker:
             ext = _first_user(row, keys)
             if uuid and ext:
                 self.channels[uuid] = ext
-        for event in buffered:
-            self.apply(event, now, write=False)
+        with self.batch():                                  # the replay's call history, if any
+            for event in buffered:
+                self.apply(event, now, write=False)
         self.expire(now, write=False)
         self.store.replace_live(self.registered(), self.active_calls(), now=int(now))
 
@@ -276,16 +320,17 @@ class PresenceTracker:
     def expire(self, now: float, *, write: bool = True) -> list[str]:
         """Forget registrations past their deadline; returns extensions that went unregistered."""
         gone = []
-        for ext, regs in list(self.registrations.items()):
-            for call_id, deadline in list(regs.items()):
-                if deadline < now:
-                    del regs[call_id]
-                    self.call_ids.pop(call_id, None)
-            if not regs:
-                del self.registrations[ext]
-                gone.append(ext)
-                if write:
-                    self.store.set_registered(ext, False, now=int(now))
+        with self.batch():
+            for ext, regs in list(self.registrations.items()):
+                for call_id, deadline in list(regs.items()):
+                    if deadline < now:
+                        del regs[call_id]
+                        self.call_ids.pop(call_id, None)
+                if not regs:
+                    del self.registrations[ext]
+                    gone.append(ext)
+                    if write:
+                        self._write(Registered(ext, False, int(now)))
         return gone
 
     def _add_registration(self, ext: str, call_id: str, deadline: float) -> None:
@@ -308,10 +353,10 @@ class PresenceTracker:
         if write:
             # Written on every REGISTER, refreshes included, so an employee added
             # by a config reload picks up a registration that was already there.
-            self.store.set_registered(ext, True, now=int(now))
+            self._write(Registered(ext, True, int(now)))
             if moved_from not in (None, ext) and not self.registrations.get(moved_from):
                 self.registrations.pop(moved_from, None)
-                self.store.set_registered(moved_from, False, now=int(now))
+                self._write(Registered(moved_from, False, int(now)))
 
     def _unregister(self, event: Event, now: float, write: bool) -> None:
         call_id = event.get("call-id")
@@ -333,7 +378,7 @@ class PresenceTracker:
         if not self.registrations.get(ext):
             self.registrations.pop(ext, None)
             if write:
-                self.store.set_registered(ext, False, now=int(now))
+                self._write(Registered(ext, False, int(now)))
 
     @staticmethod
     def channel_extension(event: Event) -> str | None:
@@ -352,20 +397,21 @@ class PresenceTracker:
             return
         self.channels[uuid] = ext
         if write:
-            self.store.call_started(ext, now=int(now))
+            self._write(CallStarted(ext, int(now)))
 
     def _hangup(self, event: Event, now: float, write: bool) -> None:
         uuid = event.get("Unique-ID")
         ext = self.channels.pop(uuid, None) if uuid else None
         if ext is not None and write:
-            self.store.call_ended(ext, now=int(now))
+            self._write(CallEnded(ext, int(now)))
 
     # -- call history ------------------------------------------------------------
     def _bridged(self, event: Event, now: float) -> None:
         """CHANNEL_BRIDGE is fired on the A leg: ``Caller-*`` describe it,
         ``Other-Leg-*`` the B leg.  One employee and one external party make a
-        history entry: the external number, the employee, ``in`` when the
-        employee is the B leg (was called), ``out`` when the A leg (called out)."""
+        history entry: the external number (normalised with the dialling rules
+        of the employee's company), the employee, ``in`` when the employee is
+        the B leg (was called), ``out`` when the A leg (called out)."""
         a_uuid = event.get("Bridge-A-Unique-ID") or event.get("Unique-ID")
         b_uuid = event.get("Bridge-B-Unique-ID") or event.get("Other-Leg-Unique-ID")
         a_ext = self.channels.get(a_uuid) if a_uuid else None
@@ -374,25 +420,26 @@ class PresenceTracker:
         b_ext = self.channels.get(b_uuid) if b_uuid else None
         if b_ext is None:
             b_ext = self._callee_from_a_leg(event)
-        a_employee = a_ext is not None and self._is_employee(a_ext)
-        b_employee = b_ext is not None and self._is_employee(b_ext)
-        if a_employee == b_employee:         # internal call, or no employee involved
+        a_company = self._company_of(a_ext)
+        b_company = self._company_of(b_ext)
+        if (a_company is None) == (b_company is None):      # internal call, or no employee involved
             return
-        if b_employee:
-            ext, direction = b_ext, "in"
+        if b_company is not None:
+            ext, company, direction = b_ext, b_company, "in"
             raw = event.get("Caller-Caller-ID-Number") or event.get("Caller-ANI")
         else:
-            ext, direction = a_ext, "out"
+            ext, company, direction = a_ext, a_company, "out"
             raw = (event.get("Other-Leg-Destination-Number") or event.get("Other-Leg-Callee-ID-Number")
                    or event.get("Caller-Destination-Number"))
-        digits = _international_digits(raw)
+        digits = _history_key(self.store.dial_rules(company), raw)
         if digits is None:
             self.history_skipped += 1
-            log.debug("no call history for %s (%s): %r is not an international number", ext, direction, raw)
+            log.debug("no call history for %s (%s): %r is no phone number for company %s",
+                      ext, direction, raw, company)
             return
         stamp = _int(event.get("Event-Date-Timestamp"))
         when = stamp // 1_000_000 if stamp else int(now)
-        self.store.record_call(digits, ext, when, direction)
+        self._write(CallRecorded(digits, ext, when, direction))
         self.history_written += 1
 
     @staticmethod
@@ -409,8 +456,10 @@ class PresenceTracker:
             return dialed
         return None
 
-    def _is_employee(self, ext: str) -> bool:
-        return self.store.live(ext) is not None
+    def _company_of(self, ext: str | None) -> str | None:
+        """The company of employee ``ext``; None when it is no employee."""
+        employee = self.store.employee(ext) if ext else None
+        return employee.company if employee is not None else None
 
 
 # --- the connection ----------------------------------------------------------------------
@@ -755,15 +804,10 @@ class LiveListener:
                  len(self.tracker.registrations), len(self.tracker.channels), len(buffered))
 
     def _follow(self, link: _Link) -> None:
-        pending = link.inbox
+        pending = list(link.inbox)
         link.inbox = deque()
         while not self._stopping.is_set():
-            for message in pending:
-                if message.event is not None:
-                    self._handle(message.event, link)
-                else:
-                    _check_goodbye(message, "normal operation")
-                    # Stray replies (none expected) are ignored.
+            self._handle_burst(pending, link)
             pending = self._read_handing_over(link)
             self._housekeeping()
 
@@ -771,29 +815,44 @@ class LiveListener:
         try:
             return link.read(self._tick)
         except EslProtocolError as exc:
-            for message in exc.messages:     # what arrived intact is still applied
-                if message.event is not None:
-                    self._handle(message.event, link)
+            self._handle_burst(exc.messages, link)     # what arrived intact is still applied
             raise
 
-    def _handle(self, event: Event, link: _Link) -> None:
-        now = self._clock()
+    def _handle_burst(self, messages: Iterable[Message], link: _Link) -> None:
+        """The messages of one read: their store writes go in one transaction, and the
+        status (what ``wait_until`` watches) moves only once they are written."""
+        applied = failed = 0
+        try:
+            with self.tracker.batch():
+                for message in messages:
+                    if message.event is None:
+                        _check_goodbye(message, "normal operation")
+                        continue                     # stray replies (none expected) are ignored
+                    if self._handle(message.event, link):
+                        applied += 1
+                    else:
+                        failed += 1
+        finally:
+            if applied or failed:
+                with self._lock:
+                    self._events += applied
+                    self._events_failed += failed
+                    if applied:
+                        self._last_event = self._clock()
+                    self._lock.notify_all()
+
+    def _handle(self, event: Event, link: _Link) -> bool:
+        """Apply one event to the model (its writes join the burst's batch); False if it was skipped."""
         self._check_core(event, link)
         try:
-            self.tracker.apply(event, now)
+            self.tracker.apply(event, self._clock())
         except (lmdb.Error, StoreError):
             raise                            # the model and the store may now differ: resync
         except Exception:
             log.exception("live listener: skipped a %s event that could not be applied",
                           event.get("Event-Name"))
-            with self._lock:
-                self._events_failed += 1
-                self._lock.notify_all()
-            return
-        with self._lock:
-            self._events += 1
-            self._last_event = now
-            self._lock.notify_all()
+            return False
+        return True
 
     def _check_core(self, event: Event, link: _Link) -> None:
         """Core-UUID is FreeSWITCH's boot id: a new one on a later connection means

@@ -10,8 +10,9 @@ directly.  Only the answer becomes Python objects.
 The company's dialling rules (a few KB) are kept per store and company with
 the config generation they were read at; each lookup reads the generation
 (8 bytes) in its snapshot and reads the rules again only when it changed.
-Every config change bumps the generation in the same transaction
-(``Store.load_config``, ``icm_lookup.put_rules``), so this is exact, and it
+The rules are config: ``Store.load_config`` writes them (table ``dial``, one of
+the store's config tables, whose handle the store opens with the others) in
+the transaction that bumps the generation, so this is exact, and it
 saves copying the rules out of LMDB on every call.  The same generation tells
 whether a cached CRM answer's extension was checked against the loaded config
 (then its extension record is not read again).
@@ -25,7 +26,7 @@ from libc.string cimport memcpy, memcmp
 from ._caller_numbers cimport Rules, rules_open, normalise_c, NORMALISED_MAX
 
 from .errors import StoreError
-from .icm_lookup import RULES_TABLE, SOURCES, rules_db
+from .icm_lookup import RULES_TABLE, SOURCES
 
 
 cdef extern from "Python.h":
@@ -61,8 +62,6 @@ cdef _State state_of(store):
     if st is not None:
         return <_State>st
     dbs = store.db
-    if dbs.get(RULES_TABLE) is None:
-        raise StoreError(f"the store at {store.path} has no dialling rules; run `switchboard load CONFIG`")
     cdef _State state = _State.__new__(_State)
     state.meta, state.dial, state.history = dbs["meta"], dbs[RULES_TABLE], dbs["history"]
     state.crm, state.ext = dbs["crm"], dbs["ext"]
@@ -108,8 +107,6 @@ cdef bint employee_of(object get, object ext_db, const unsigned char* ext, Py_ss
 def lookup(store, str company, str caller, now, int max_age=0, tuple order=SOURCES):
     """``(extension, source, when)`` of the caller's manager, or None (see ``fastpath.icm_lookup``)."""
     cdef int64_t at = int(now)
-    if RULES_TABLE not in store.db:
-        rules_db(store)                 # before the snapshot, so the handle is valid in it
     txn = store.env.begin()
     try:
         return lookup_txn(txn, store, company, caller, at, max_age, order)

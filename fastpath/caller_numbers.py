@@ -89,8 +89,10 @@ record start, read in place by both twins:
   u32 mask``, sorted).
 
 Where it lives: :func:`compile_rules` runs once per company at config load;
-the bytes belong in the store next to the company record (see
-``fastpath/icm_lookup.py`` for the table the lookup reads them from).
+``Store.load_config`` writes the bytes to the store's ``dial`` table (key:
+company id) in the transaction that writes the company record, and the ICM
+lookup (``fastpath/icm_lookup.py``) and the presence listener's call history
+read them from there.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ returns ``(extension, source, when)`` or ``None``:
 
 1. the caller number as the switch sent it becomes E.164 digits with the
    company's compiled dialling rules (:mod:`fastpath.caller_numbers`), read
-   from the ``dial`` table (key: company id); a caller ID that is no phone
+   from the store's ``dial`` table (key: company id; written by
+   ``Store.load_config`` with the rest of the config); a caller ID that is no phone
    number (``anonymous``) gives ``None``;
 2. the sources are asked in ``order``:
 
@@ -41,58 +42,44 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from . import records as rec
-from .caller_numbers import compile_rules, normalise_py
+from .caller_numbers import compile_rules, normalise, normalise_py
 from .errors import StoreError
 
-#: The table holding each company's compiled dialling rules (key: company id).
+#: The store's table of each company's compiled dialling rules (key: company id), one of
+#: ``Store``'s config tables: ``Store.load_config`` writes it with the rest of the config.
 RULES_TABLE = "dial"
 SOURCES = ("history", "crm")
 DEFAULT_ORDER = SOURCES
 
 
-def rules_db(store):
-    """The handle of the ``dial`` table.
-
-    ``Store`` opens it itself once "dial" is one of its tables; until then it
-    is opened here on first use (created if the store is writable) and kept
-    in ``store.db`` like the others.
-    """
-    db = store.db.get(RULES_TABLE)
-    if db is None:
-        try:
-            db = store.env.open_db(RULES_TABLE.encode(), create=not store.readonly)
-        except Exception as exc:        # lmdb.NotFoundError on a read-only store without the table
-            raise StoreError(f"the store at {store.path} has no dialling rules; "
-                             f"run `switchboard load CONFIG` to write them") from exc
-        store.db[RULES_TABLE] = db
-    return db
+def company_rules(store, company: str) -> bytes:
+    """The compiled dialling rules of ``company`` from the store; StoreError if it has none."""
+    rules = store.dial_rules(company)
+    if rules is None:
+        raise StoreError(f"no dialling rules for company {company!r} in the store at {store.path}: "
+                         f"no such company in the loaded config (reload the config if it was just added)")
+    return rules
 
 
-def put_rules(store, company: str, country: str, city_code: str | None) -> bytes:
-    """Compile and store the dialling rules of one company; returns the record."""
-    data = compile_rules(country, city_code)
-    _write_rules(store, [(company.encode(), data)])
-    return data
+def caller_key(store, company: str, caller: str) -> str | None:
+    """The E.164 digits ICM files ``caller`` under for ``company`` (the key of the ``history`` and
+    ``crm`` tables), read with the company's rules exactly as :func:`lookup` reads it; None when the
+    caller ID is no phone number."""
+    return normalise(company_rules(store, company), caller)
 
 
 def put_config_rules(store, config) -> int:
-    """Rules for every company of a validated ``Config`` (what ``load_config`` should do); returns the count."""
-    records = [(c.id.encode(), compile_rules(c.country, c.city_code)) for c in config.companies]
-    _write_rules(store, records)
-    return len(records)
+    """Deprecated, kept for older callers: ``Store.load_config`` writes every company's rules.
 
-
-def _write_rules(store, records) -> None:
-    """Rules are config: written with a generation bump in the same transaction, as ``load_config`` does
-    (the compiled lookup keeps rules per generation)."""
-    db = rules_db(store)
-    meta = store.db["meta"]
-    with store.env.begin(write=True) as txn:
-        for key, data in records:
-            txn.put(key, data, db=db)
-        raw = txn.get(b"generation", db=meta)
-        generation = (struct.unpack("<Q", raw)[0] if raw else 0) + 1
-        txn.put(b"generation", struct.pack("<Q", generation), db=meta)
+    Checks that the store holds the rules of every company of ``config`` (as
+    compiled now) and returns how many; raises StoreError when a company's
+    rules are missing or differ, i.e. the config was not loaded.
+    """
+    for company in config.companies:
+        if store.dial_rules(company.id) != compile_rules(company.country, company.city_code or None):
+            raise StoreError(f"the store at {store.path} does not hold the dialling rules of company "
+                             f"{company.id!r} for this config; load it with `switchboard load CONFIG`")
+    return len(config.companies)
 
 
 def _is_employee_of(txn, store, extension: str, company: str) -> bool:
@@ -107,7 +94,6 @@ def _is_employee_of(txn, store, extension: str, company: str) -> bool:
 def lookup_ref(store, company: str, caller: str, now, max_age: int = 0,
                order: tuple = DEFAULT_ORDER) -> tuple[str, str, int] | None:
     """The reference: ``(extension, source, when)`` of the caller's manager, or None."""
-    rules_db(store)                         # opened before the snapshot, so the handle is valid in it
     with store.env.begin() as txn:
         return lookup_in(txn, store, company, caller, int(now), max_age, order)
 
@@ -115,12 +101,9 @@ def lookup_ref(store, company: str, caller: str, now, max_age: int = 0,
 def lookup_in(txn, store, company: str, caller: str, now: int, max_age: int = 0,
               order: tuple = DEFAULT_ORDER) -> tuple[str, str, int] | None:
     """The lookup inside a read transaction the caller owns (the reference engine's, for the ICM step)."""
-    dial = store.db.get(RULES_TABLE)
-    if dial is None:
-        raise StoreError(f"the store at {store.path} has no dialling rules; run `switchboard load CONFIG`")
     raw = txn.get(b"generation", db=store.db["meta"])
     generation = struct.unpack("<Q", raw)[0] if raw else 0
-    rules = txn.get(company.encode(), db=dial)
+    rules = txn.get(company.encode(), db=store.db[RULES_TABLE])
     if rules is None:
         raise StoreError(f"no dialling rules for company {company!r}; reload the config")
     phone = normalise_py(rules, caller)
@@ -181,13 +164,18 @@ class Explanation:
 def explain(store, company: str, caller: str, now, max_age: int = 0, order: tuple = DEFAULT_ORDER) -> Explanation:
     """:func:`lookup_ref`, saying at each source what it found and why it was used or passed over."""
     now = int(now)
-    dial = rules_db(store)
     with store.env.begin() as txn:
-        rules = txn.get(company.encode(), db=dial)
+        rules = txn.get(company.encode(), db=store.db[RULES_TABLE])
         if rules is None:
             raise StoreError(f"no dialling rules for company {company!r}; reload the config")
         raw = txn.get(b"generation", db=store.db["meta"])
         generation = struct.unpack("<Q", raw)[0] if raw else 0
+        raw = txn.get(company.encode(), db=store.db["company"])
+        zone = ZoneInfo(rec.decode_company(raw).timezone) if raw is not None else dt.timezone.utc
+
+        def moment(when: int) -> str:
+            return dt.datetime.fromtimestamp(when, zone).isoformat(timespec="minutes")
+
         phone = normalise_py(rules, caller)
         out = Explanation(caller, phone, None)
         if phone is None:
@@ -201,7 +189,7 @@ def explain(store, company: str, caller: str, now, max_age: int = 0, order: tupl
                     continue
                 entry = rec.decode_history(raw)
                 said = f"call history: last {'call from' if entry.direction == 'in' else 'call to'} them " \
-                       f"with ext {entry.extension} at {entry.when}"
+                       f"with ext {entry.extension} at {moment(entry.when)}"
                 if max_age and now - entry.when > max_age:
                     out.steps.append(f"{said}: older than {max_age} s, passed over")
                 elif not _is_employee_of(txn, store, entry.extension, company):
@@ -216,13 +204,13 @@ def explain(store, company: str, caller: str, now, max_age: int = 0, order: tupl
                     out.steps.append("CRM cache: no answer cached (the refresher asks the CRMs)")
                     continue
                 a = rec.decode_crm_answer(raw)
-                said = f"CRM cache: {a.source or 'every source'} answered at {a.fetched}"
+                said = f"CRM cache: {a.source or 'every source'} answered at {moment(a.fetched)}"
                 if a.status == rec.CRM_NOT_FOUND:
                     out.steps.append(f"{said}: no such contact")
                 elif a.status == rec.CRM_UNMAPPED:
                     out.steps.append(f"{said}: user {a.user_name or a.user_id} has no extension")
                 elif now >= a.expires:
-                    out.steps.append(f"{said}: ext {a.extension}, expired at {a.expires}, passed over")
+                    out.steps.append(f"{said}: ext {a.extension}, expired at {moment(a.expires)}, passed over")
                 elif not ((a.generation and a.generation == generation)
                           or _is_employee_of(txn, store, a.extension, company)):
                     out.steps.append(f"{said}: ext {a.extension} is no employee of {company}, passed over")

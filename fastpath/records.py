@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from .errors import StoreError
 from .model import Destination
 
-SCHEMA_VERSION = 1
+#: 2: the ``dial`` table (each company's compiled dialling rules) is config; employee
+#: records end with their status actions and delegates, number records with their ICM
+#: step, company records with their language; presence entries carry LIVE_REFERRAL.
+#: (``switchboard load`` rewrites a version-1 store in place; see ``fastpath/store.py``.)
+SCHEMA_VERSION = 2
 
 # Record types (first byte of every value).
 REC_NUMBER = 1
@@ -49,6 +53,12 @@ STRATEGY_CODES = {"simultaneous": 0, "sequential": 1, "cumulative": 2}
 STRATEGY_NAMES = {code: name for name, code in STRATEGY_CODES.items()}
 MODE_ALWAYS = 0
 MODE_SCHEDULE = 1
+ACTION_CODES = {"voicemail": 0, "divert": 1, "alternate": 2, "ring": 3}
+ACTION_NAMES = {code: name for name, code in ACTION_CODES.items()}
+ICM_SOURCE_CODES = {"history": 1, "crm": 2}
+ICM_SOURCE_NAMES = {code: name for name, code in ICM_SOURCE_CODES.items()}
+ICM_RING_CODES = {"manager": 0, "manager_and_mobile": 1}
+ICM_RING_NAMES = {code: name for name, code in ICM_RING_CODES.items()}
 
 # Live state (presence) is kept in blocks of LIVE_BLOCK employees, addressed by
 # the employee's slot (assigned at config load so that a department's members
@@ -57,6 +67,7 @@ MODE_SCHEDULE = 1
 LIVE_BLOCK = 64
 LIVE_REG_KNOWN = 1      # the listener has seen this extension's registration state
 LIVE_REGISTERED = 2     # ... and it is registered
+LIVE_REFERRAL = 4       # the referral table holds statuses for this employee (the engines look only then)
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
@@ -237,6 +248,28 @@ class NumberRec:
     closed: Destination | None
     closed_record: bytes
     schedule: ScheduleRec | None
+    icm: "IcmRec | None" = None
+
+
+@dataclass(frozen=True, slots=True)
+class IcmRec:
+    """A number's ICM step (see ``model.IcmStep``), after the schedule in the number record."""
+
+    sources: tuple[str, ...]
+    max_age_days: int
+    ring: str
+    timeout: int
+    on_failure: Destination | None
+    default: Destination | None
+    exceptions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRec:
+    """What a call does while the employee has a status (``model.ReferralAction``)."""
+
+    action: str
+    to: Destination | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +289,15 @@ class EmployeeRec:
     busy: Destination | None
     no_answer: Destination | None
     unreachable: Destination | None
+    referral: tuple[tuple[str, ActionRec], ...] = ()    # status -> action
+    referral_default: ActionRec = ActionRec("voicemail")
+    status_delegates: tuple[str, ...] = ()
+
+    def referral_action(self, status: str) -> ActionRec:
+        for name, action in self.referral:
+            if name == status:
+                return action
+        return self.referral_default
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +337,7 @@ class CompanyRec:
     ring_timeout: int
     outbound_caller_id: str
     city_code: str
+    language: str = "en"
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +346,7 @@ class LiveRec:
     registered: bool
     active_calls: int
     updated: int = 0                    # POSIX seconds of the last change
+    referral: bool = False              # statuses are stored for this employee (LIVE_REFERRAL)
 
 
 UNKNOWN_LIVE = LiveRec(False, False, 0, 0)
@@ -391,15 +435,33 @@ def encode_number(rec: NumberRec) -> bytes:
         for day in sched.holidays:
             w.i32(day)
         encode_tz(w, sched.tz)
+    icm = rec.icm
+    if icm is None:
+        w.u8(0)
+    else:
+        w.u8(1).u8(len(icm.sources))
+        for source in icm.sources:
+            w.u8(ICM_SOURCE_CODES[source])
+        w.u16(icm.max_age_days).u8(ICM_RING_CODES[icm.ring]).u16(icm.timeout).dest(icm.on_failure).dest(icm.default)
+        w.u8(len(icm.exceptions))
+        for ext in icm.exceptions:
+            w.str(ext)
     return w.bytes()
 
 
 def encode_employee(rec: EmployeeRec) -> bytes:
-    return (Writer(REC_EMPLOYEE).str(rec.company).str(rec.name).u8(ROLE_CODES[rec.role])
-            .str(rec.email).str(rec.mobile).str(rec.a1_hash)
-            .u16(rec.mobile_after).u16(rec.no_answer_after).u16(rec.ring_timeout).u32(rec.slot)
-            .dest(rec.always).dest(rec.busy).dest(rec.no_answer).dest(rec.unreachable)
-            .bytes())
+    w = (Writer(REC_EMPLOYEE).str(rec.company).str(rec.name).u8(ROLE_CODES[rec.role])
+         .str(rec.email).str(rec.mobile).str(rec.a1_hash)
+         .u16(rec.mobile_after).u16(rec.no_answer_after).u16(rec.ring_timeout).u32(rec.slot)
+         .dest(rec.always).dest(rec.busy).dest(rec.no_answer).dest(rec.unreachable))
+    w.u8(len(rec.referral))
+    for status, action in rec.referral:
+        w.str(status).u8(ACTION_CODES[action.action]).dest(action.to)
+    w.u8(ACTION_CODES[rec.referral_default.action]).dest(rec.referral_default.to)
+    w.u8(len(rec.status_delegates))
+    for ext in rec.status_delegates:
+        w.str(ext)
+    return w.bytes()
 
 
 def encode_department(rec: DepartmentRec) -> bytes:
@@ -423,7 +485,7 @@ def encode_ivr(rec: IvrRec) -> bytes:
 def encode_company(rec: CompanyRec) -> bytes:
     return (Writer(REC_COMPANY).str(rec.id).str(rec.name).str(rec.country).str(rec.timezone)
             .str(rec.sip_domain).u16(rec.no_answer_seconds).u16(rec.ring_timeout)
-            .str(rec.outbound_caller_id).str(rec.city_code).bytes())
+            .str(rec.outbound_caller_id).str(rec.city_code).str(rec.language).bytes())
 
 
 def live_key(slot: int) -> bytes:
@@ -439,7 +501,8 @@ def encode_live_block(entries) -> bytes:
         if e is None:
             out += _LIVE_ENTRY.pack(0, 0, 0)
         else:
-            flags = (LIVE_REG_KNOWN if e.registered_known else 0) | (LIVE_REGISTERED if e.registered else 0)
+            flags = ((LIVE_REG_KNOWN if e.registered_known else 0) | (LIVE_REGISTERED if e.registered else 0)
+                     | (LIVE_REFERRAL if e.referral else 0))
             out += _LIVE_ENTRY.pack(flags, min(e.active_calls, 0xFFFF), e.updated & 0xFFFFFFFF)
     return bytes(out)
 
@@ -491,7 +554,13 @@ def decode_number(number: str, data) -> NumberRec:
             hours.append(tuple((r.u16(), r.u16()) for _ in range(r.u8())))
         holidays = tuple(r.i32() for _ in range(r.u16()))
         schedule = ScheduleRec(key, tuple(hours), holidays, _decode_tz(r))
-    return NumberRec(number, company, mode, ring_timeout, open_, open_record, closed, closed_record, schedule)
+    icm = None
+    if r.u8():
+        sources = tuple(ICM_SOURCE_NAMES[r.u8()] for _ in range(r.u8()))
+        max_age, ring, timeout = r.u16(), ICM_RING_NAMES[r.u8()], r.u16()
+        on_failure, default = r.dest(), r.dest()
+        icm = IcmRec(sources, max_age, ring, timeout, on_failure, default, tuple(r.str() for _ in range(r.u8())))
+    return NumberRec(number, company, mode, ring_timeout, open_, open_record, closed, closed_record, schedule, icm)
 
 
 def decode_extension(extension: str, data):
@@ -501,11 +570,21 @@ def decode_extension(extension: str, data):
     return decode_employee(extension, data)
 
 
+def employee_slot(data) -> int:
+    """The presence slot of an employee record, reading only the fields every schema has."""
+    r = Reader(data, REC_EMPLOYEE)
+    r.str(), r.str(), r.u8(), r.str(), r.str(), r.str(), r.u16(), r.u16(), r.u16()
+    return r.u32()
+
+
 def decode_employee(extension: str, data) -> EmployeeRec:
     r = Reader(data, REC_EMPLOYEE)
-    return EmployeeRec(
-        extension, r.str(), r.str(), ROLE_NAMES[r.u8()], r.str(), r.str(), r.str(),
-        r.u16(), r.u16(), r.u16(), r.u32(), r.dest(), r.dest(), r.dest(), r.dest())
+    fields = (r.str(), r.str(), ROLE_NAMES[r.u8()], r.str(), r.str(), r.str(),
+              r.u16(), r.u16(), r.u16(), r.u32(), r.dest(), r.dest(), r.dest(), r.dest())
+    referral = tuple((r.str(), ActionRec(ACTION_NAMES[r.u8()], r.dest())) for _ in range(r.u8()))
+    default = ActionRec(ACTION_NAMES[r.u8()], r.dest())
+    delegates = tuple(r.str() for _ in range(r.u8()))
+    return EmployeeRec(extension, *fields, referral, default, delegates)
 
 
 def decode_department(extension: str, data) -> DepartmentRec:
@@ -526,7 +605,7 @@ def decode_ivr(data) -> IvrRec:
 
 def decode_company(data) -> CompanyRec:
     r = Reader(data, REC_COMPANY)
-    return CompanyRec(r.str(), r.str(), r.str(), r.str(), r.str(), r.u16(), r.u16(), r.str(), r.str())
+    return CompanyRec(r.str(), r.str(), r.str(), r.str(), r.str(), r.u16(), r.u16(), r.str(), r.str(), r.str())
 
 
 LIVE_BLOCK_SIZE = _HEAD.size + LIVE_BLOCK * _LIVE_ENTRY.size
@@ -536,7 +615,8 @@ def decode_live_block(data) -> list[LiveRec]:
     if len(data) != LIVE_BLOCK_SIZE:
         raise StoreError(f"live-state block of {len(data)} bytes, expected {LIVE_BLOCK_SIZE}")
     Reader(data, REC_LIVE)      # checks the header
-    return [LiveRec(bool(flags & LIVE_REG_KNOWN), bool(flags & LIVE_REGISTERED), calls, updated)
+    return [LiveRec(bool(flags & LIVE_REG_KNOWN), bool(flags & LIVE_REGISTERED), calls, updated,
+                    bool(flags & LIVE_REFERRAL))
             for flags, calls, updated in _LIVE_ENTRY.iter_unpack(memoryview(data)[_HEAD.size:])]
 
 
@@ -546,7 +626,8 @@ def decode_live(data, slot: int) -> LiveRec:
         raise StoreError(f"live-state block of {len(data)} bytes, expected {LIVE_BLOCK_SIZE}")
     Reader(data, REC_LIVE)
     flags, calls, updated = _LIVE_ENTRY.unpack_from(data, _HEAD.size + (slot % LIVE_BLOCK) * _LIVE_ENTRY.size)
-    return LiveRec(bool(flags & LIVE_REG_KNOWN), bool(flags & LIVE_REGISTERED), calls, updated)
+    return LiveRec(bool(flags & LIVE_REG_KNOWN), bool(flags & LIVE_REGISTERED), calls, updated,
+                   bool(flags & LIVE_REFERRAL))
 
 
 def decode_history(data) -> HistoryRec:

@@ -14,11 +14,22 @@ number      E.164 digits                             config load
 ext         extension (employee or department)       config load
 ivr         b"<company>/<menu>"                      config load
 company     company id                               config load
+dial        company id                               config load
 live        u32 block number (see records.LIVE_BLOCK)   live-state listener
 referral    b"<extension>/<source>"                  status / calendar workers
 history     caller E.164 digits                      listener (call history)
 crm         b"<company>/<caller E.164 digits>"       CRM refresher (ICM cache)
 ==========  =======================================  ==================
+
+``dial`` holds each company's compiled dialling rules
+(``fastpath.caller_numbers.compile_rules(country, city_code)``), which turn a
+caller number as the switch sends it into the E.164 key of ``history`` and
+``crm``.  They are config: written by the same transaction as the company
+record and the generation bump, so a reader's rules always match its config.
+
+Schema 2 added ``dial``.  A writable open upgrades a schema-1 store in place
+(the rules are compiled from its company records, one transaction, nothing
+else touched); a read-only open refuses it with :class:`SchemaMismatch`.
 """
 from __future__ import annotations
 
@@ -26,21 +37,60 @@ import datetime as dt
 import os
 import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import lmdb
 
 from . import records as rec
-from .errors import SchemaMismatch, StoreError
+from .caller_numbers import compile_rules
+from .errors import PhoneNumberError, SchemaMismatch, StoreError
 from .model import Config
 from .tz_table import compile_zone
 
-CONFIG_DBS = ("number", "ext", "ivr", "company")
+CONFIG_DBS = ("number", "ext", "ivr", "company", "dial")
 STATE_DBS = ("live", "referral", "history", "crm")
 DEFAULT_MAP_SIZE = 4 << 30          # 4 GiB of address space; the file grows as needed
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_MAX_KEY = 511                      # LMDB's default key size limit, in bytes
+MAX_CALLER_DIGITS = 32              # a call-history key is at most this many digits
+
+
+class Registered(NamedTuple):
+    """A change for :meth:`Store.apply_live`: ``extension`` is (un)registered (as ``set_registered``)."""
+
+    extension: str
+    registered: bool
+    now: int | None = None
+
+
+class CallStarted(NamedTuple):
+    """``extension`` is on one more call (as ``call_started``)."""
+
+    extension: str
+    now: int | None = None
+
+
+class CallEnded(NamedTuple):
+    """``extension`` is on one call fewer, never below none (as ``call_ended``)."""
+
+    extension: str
+    now: int | None = None
+
+
+class CallRecorded(NamedTuple):
+    """``extension`` talked to ``caller`` (E.164 digits) at ``when``, ``"in"`` or ``"out"`` (as ``record_call``)."""
+
+    caller: str
+    extension: str
+    when: int
+    direction: str = "in"
+
+
+LiveChange = Registered | CallStarted | CallEnded | CallRecorded
 
 
 def default_store_path() -> str:
@@ -73,8 +123,12 @@ class Store:
     """
 
     def __init__(self, path: str, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE,
-                 create: bool = True):
+                 create: bool = True, reload: bool = False):
+        """``reload=True`` is for ``switchboard load``: it may open a store of an older schema
+        whose config it is about to rewrite (see :meth:`load_config`)."""
         self.path = path
+        self.reload = reload
+        self._old_schema = False
         if not readonly and create:
             os.makedirs(path, exist_ok=True)
         elif not os.path.isdir(path):
@@ -88,34 +142,64 @@ class Store:
             raise StoreError(f"cannot open the store at {path}: {exc}") from exc
         self.readonly = readonly
         self.db = {}
-        names = ("meta",) + CONFIG_DBS + STATE_DBS
-        if readonly:
-            # No explicit txn: py-lmdb commits its own, which makes the handles valid in later txns.
-            for name in names:
-                try:
-                    self.db[name] = self.env.open_db(name.encode(), create=False)
-                except lmdb.NotFoundError:
-                    raise StoreError(f"the store at {path} has no '{name}' table; "
-                                     f"run `switchboard load CONFIG` to initialise it") from None
-        else:
-            with self.env.begin(write=True) as txn:
-                for name in names:
-                    self.db[name] = self.env.open_db(name.encode(), txn=txn)
-                meta = self.db["meta"]
-                if txn.get(b"schema", db=meta) is None:
-                    txn.put(b"schema", _U32.pack(rec.SCHEMA_VERSION), db=meta)
-        self._check_schema()
+        try:
+            if readonly:
+                self._open_readonly()
+            else:
+                self._open_writable()
+        except BaseException:
+            self.env.close()
+            raise
 
-    def _check_schema(self) -> None:
+    def _open_readonly(self) -> None:
+        # No explicit txn: py-lmdb commits its own, which makes the handles valid in later txns.
+        self.db["meta"] = self._open_existing("meta")
+        self._check_schema(self._schema_version())
+        for name in CONFIG_DBS + STATE_DBS:
+            self.db[name] = self._open_existing(name)
+
+    def _open_existing(self, name: str):
+        try:
+            return self.env.open_db(name.encode(), create=False)
+        except lmdb.NotFoundError:
+            raise StoreError(f"the store at {self.path} has no '{name}' table; "
+                             f"run `switchboard load CONFIG` to initialise it") from None
+
+    def _open_writable(self) -> None:
+        """Open (creating) every table; the schema is checked before anything is written."""
+        with self.env.begin(write=True) as txn:
+            meta = self.db["meta"] = self.env.open_db(b"meta", txn=txn)
+            raw = txn.get(b"schema", db=meta)
+            if raw is None:
+                txn.put(b"schema", _U32.pack(rec.SCHEMA_VERSION), db=meta)
+                version = rec.SCHEMA_VERSION
+            else:
+                (version,) = _U32.unpack(raw)
+                if not (self.reload and version in RELOADABLE_SCHEMAS):
+                    self._check_schema(version)     # raises on any version but ours
+            for name in CONFIG_DBS + STATE_DBS:
+                self.db[name] = self.env.open_db(name.encode(), txn=txn)
+            self._old_schema = version != rec.SCHEMA_VERSION
+
+    def _schema_version(self) -> int:
         with self.env.begin() as txn:
             raw = txn.get(b"schema", db=self.db["meta"])
         if raw is None:
             raise StoreError(f"the store at {self.path} has no schema version; it was not written by Switchboard")
-        (version,) = _U32.unpack(raw)
-        if version != rec.SCHEMA_VERSION:
+        return _U32.unpack(raw)[0]
+
+    def _check_schema(self, version: int) -> None:
+        if version == rec.SCHEMA_VERSION:
+            return
+        if version in RELOADABLE_SCHEMAS:
             raise SchemaMismatch(
                 f"the store at {self.path} has schema version {version}, this Switchboard reads version "
-                f"{rec.SCHEMA_VERSION}; move the old store away and run `switchboard load CONFIG` again")
+                f"{rec.SCHEMA_VERSION} (new config records: ICM dialling rules and steps, status actions); "
+                f"run `switchboard load CONFIG` once to rewrite the config in place (presence, referral "
+                f"statuses, call history and the CRM cache are kept), then start the other processes again")
+        raise SchemaMismatch(
+            f"the store at {self.path} has schema version {version}, this Switchboard reads version "
+            f"{rec.SCHEMA_VERSION}; move the old store away and run `switchboard load CONFIG` again")
 
     # -- reading -------------------------------------------------------------
 
@@ -166,10 +250,13 @@ class Store:
         return rec.decode_live(raw, slot) if raw is not None else rec.UNKNOWN_LIVE
 
     def _slot(self, txn, extension: str) -> int | None:
-        raw = txn.get(extension.encode(), db=self.db["ext"])
+        key = extension.encode()
+        if not 0 < len(key) <= _MAX_KEY:                 # no such key can exist
+            return None
+        raw = txn.get(key, db=self.db["ext"])
         if raw is None or raw[0] != rec.REC_EMPLOYEE:
             return None
-        return rec.decode_employee(extension, raw).slot
+        return rec.employee_slot(raw)
 
     def referrals(self, extension: str) -> dict[str, tuple[rec.ReferralInterval, ...]]:
         """Every source's intervals for ``extension``, keyed by source."""
@@ -184,10 +271,60 @@ class Store:
                     out[key[len(prefix):].decode()] = rec.decode_referrals(value)
         return out
 
+    def referral_sources(self, extension: str | None = None) -> dict[str, list[str]]:
+        """Extension -> the sources holding referral intervals for it (both sorted), for
+        every extension or only ``extension``: to find stale entries (a removed employee,
+        a calendar no longer configured) and clear them."""
+        prefix = b"" if extension is None else extension.encode() + b"/"
+        out: dict[str, list[str]] = {}
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.db["referral"])
+            if cur.set_range(prefix):
+                for key in cur.iternext(keys=True, values=False):
+                    if not key.startswith(prefix):
+                        break
+                    ext, _, source = key.decode().partition("/")
+                    out.setdefault(ext, []).append(source)
+        return out
+
+    def clear_referrals(self, extension: str, source: str) -> bool:
+        """Remove what ``source`` says about ``extension``; False if it said nothing."""
+        if not extension or "/" in extension or not source:
+            raise StoreError(f"bad referral key: extension {extension!r}, source {source!r}")
+        self._writable()
+        with self.env.begin(write=True) as txn:
+            removed = txn.delete(f"{extension}/{source}".encode(), db=self.db["referral"])
+            self._flag_referrals(txn, extension)
+            return removed
+
     def history(self, caller: str) -> rec.HistoryRec | None:
         with self.env.begin() as txn:
             raw = txn.get(caller.encode(), db=self.db["history"])
         return rec.decode_history(raw) if raw is not None else None
+
+    def employee(self, extension: str) -> rec.EmployeeRec | None:
+        """The employee record of ``extension``; None for a department or an unknown extension."""
+        key = extension.encode()
+        if not 0 < len(key) <= _MAX_KEY:
+            return None
+        with self.env.begin() as txn:
+            raw = txn.get(key, db=self.db["ext"])
+            if raw is None or raw[0] != rec.REC_EMPLOYEE:
+                return None
+            return rec.decode_employee(extension, raw)
+
+    def companies(self) -> list[rec.CompanyRec]:
+        """Every company of the loaded config, by id."""
+        with self.env.begin() as txn:
+            return [rec.decode_company(value) for _, value in txn.cursor(db=self.db["company"])]
+
+    def dial_rules(self, company: str) -> bytes | None:
+        """The compiled dialling rules of ``company`` (``fastpath.caller_numbers``), None if no such company."""
+        key = company.encode()
+        if not 0 < len(key) <= _MAX_KEY:
+            return None
+        with self.env.begin() as txn:
+            return txn.get(key, db=self.db["dial"])
 
     def stats(self) -> dict[str, int]:
         """Entries per table and bytes used by the data file."""
@@ -205,8 +342,10 @@ class Store:
         """Replace the whole config in one write transaction (atomic for readers).
 
         Records are encoded *before* the transaction starts, so an encoding
-        problem leaves the store exactly as it was.  Live state, referral
-        statuses and call history are kept.
+        problem leaves the store exactly as it was.  The config tables include
+        ``dial`` (each company's compiled dialling rules), so the rules always
+        belong to the generation written here.  Live state, referral statuses,
+        call history and the CRM cache are kept.
         """
         started = time.perf_counter()
         slots = assign_slots(config)
@@ -215,6 +354,11 @@ class Store:
         self._writable()
         with self.env.begin(write=True) as txn:
             live = self._read_all_live(txn)          # by extension, from the old slots
+            holders = self._referral_holders(txn)
+            for ext in slots:
+                entry = live.get(ext) or rec.UNKNOWN_LIVE
+                if entry.referral != (ext in holders):
+                    live[ext] = replace(entry, referral=ext in holders)
             for name in CONFIG_DBS:
                 txn.drop(self.db[name], delete=False)
             self._write_all_live(txn, slots, live)
@@ -222,14 +366,22 @@ class Store:
                 txn.put(key, value, db=self.db[table])
                 written += len(key) + len(value)
             meta = self.db["meta"]
-            raw = txn.get(b"generation", db=meta)
-            generation = (_U64.unpack(raw)[0] if raw else 0) + 1
-            txn.put(b"generation", _U64.pack(generation), db=meta)
+            if self._old_schema:              # every config record was just rewritten: the store is current
+                txn.put(b"schema", _U32.pack(rec.SCHEMA_VERSION), db=meta)
+            generation = self._bump_generation(txn)
             txn.put(b"source", config.source.encode(), db=meta)
             txn.put(b"loaded_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").encode(), db=meta)
         counts = {t: sum(1 for (table, _) in entries if table == t) for t in CONFIG_DBS}
         return LoadReport(generation, counts["company"], counts["number"], counts["ext"], counts["ivr"],
                           written, time.perf_counter() - started)
+
+    def _bump_generation(self, txn) -> int:
+        """Count a config change, in the transaction that makes it; returns the new generation."""
+        meta = self.db["meta"]
+        raw = txn.get(b"generation", db=meta)
+        generation = (_U64.unpack(raw)[0] if raw else 0) + 1
+        txn.put(b"generation", _U64.pack(generation), db=meta)
+        return generation
 
     # -- writing: state (the workers' API) ----------------------------------
 
@@ -239,13 +391,91 @@ class Store:
         Returns False (and stores nothing) when the extension is not an
         employee of the loaded config, e.g. a gateway registering.
         """
-        return self._update_live(extension, now, registered=registered)
+        return extension not in self.apply_live([Registered(extension, registered, now)])
 
     def call_started(self, extension: str, *, now: int | None = None) -> bool:
-        return self._update_live(extension, now, delta=1)
+        return extension not in self.apply_live([CallStarted(extension, now)])
 
     def call_ended(self, extension: str, *, now: int | None = None) -> bool:
-        return self._update_live(extension, now, delta=-1)
+        return extension not in self.apply_live([CallEnded(extension, now)])
+
+    def apply_live(self, changes: Iterable[LiveChange]) -> set[str]:
+        """Apply presence changes and call-history entries in order, in ONE write transaction.
+
+        ``changes`` are :class:`Registered`, :class:`CallStarted`,
+        :class:`CallEnded` and :class:`CallRecorded`; each means exactly what
+        :meth:`set_registered`, :meth:`call_started`, :meth:`call_ended` and
+        :meth:`record_call` do (those are this with one change), and the store
+        ends up as if they had been applied one by one -- with one durable
+        commit instead of one per change.  Returns the extensions of presence
+        changes that are no employee of the loaded config (nothing is stored
+        for them).  Every change is checked before the transaction starts: a
+        bad one raises :class:`StoreError` naming it and its position, and
+        nothing at all is written.
+        """
+        changes = list(changes)
+        steps = [self._live_step(change, i, len(changes)) for i, change in enumerate(changes)]
+        unknown: set[str] = set()
+        if not steps:
+            return unknown
+        self._writable()
+        live_db, history_db = self.db["live"], self.db["history"]
+        with self.env.begin(write=True) as txn:
+            slots: dict[str, int | None] = {}
+            blocks: dict[bytes, list] = {}
+            for kind, ext, payload, now in steps:
+                if kind is CallRecorded:
+                    txn.put(ext, payload, db=history_db)        # ext: the caller's key here
+                    continue
+                slot = slots[ext] if ext in slots else slots.setdefault(ext, self._slot(txn, ext))
+                if slot is None:
+                    unknown.add(ext)
+                    continue
+                key = rec.live_key(slot)
+                block = blocks.get(key)
+                if block is None:
+                    raw = txn.get(key, db=live_db)
+                    block = blocks[key] = rec.decode_live_block(raw) if raw is not None else [None] * rec.LIVE_BLOCK
+                state = block[slot % rec.LIVE_BLOCK] or rec.UNKNOWN_LIVE
+                known, registered, delta = state.registered_known, state.registered, 0
+                if kind is Registered:
+                    known, registered = True, payload
+                else:
+                    delta = payload
+                # Clamped as the record's u16 would be, so a batch equals commits one by one.
+                calls = min(max(0, state.active_calls + delta), 0xFFFF)
+                block[slot % rec.LIVE_BLOCK] = rec.LiveRec(known, registered, calls, now, state.referral)
+            for key, block in blocks.items():
+                txn.put(key, rec.encode_live_block(block), db=live_db)
+        return unknown
+
+    @staticmethod
+    def _live_step(change, index: int, count: int) -> tuple:
+        """``(kind, key, payload, now)`` of one change, checked; raises StoreError naming it."""
+        where = f" (change {index + 1} of {count})" if count > 1 else ""
+        kind = type(change)
+        if kind is CallRecorded:
+            caller, extension, when, direction = change
+            if not (isinstance(caller, str) and caller.isascii() and caller.isdigit()
+                    and len(caller) <= MAX_CALLER_DIGITS) or direction not in ("in", "out") \
+                    or not isinstance(extension, str):
+                raise StoreError(f"bad call-history entry{where}: caller {caller!r} (E.164 digits expected), "
+                                 f"extension {extension!r}, direction {direction!r} ('in' or 'out')")
+            try:
+                data = rec.encode_history(rec.HistoryRec(extension, int(when), direction))
+            except (TypeError, ValueError, OverflowError, struct.error, StoreError) as exc:
+                raise StoreError(f"bad call-history entry{where}: caller {caller!r}, time {when!r}: {exc}") from None
+            return kind, caller.encode(), data, 0
+        if kind in (Registered, CallStarted, CallEnded):
+            if not isinstance(change.extension, str):
+                raise StoreError(f"bad presence change{where}: extension {change.extension!r} is not a string")
+            if kind is Registered:
+                payload = bool(change.registered)
+            else:
+                payload = 1 if kind is CallStarted else -1
+            return kind, change.extension, payload, _now(change.now) & 0xFFFFFFFF
+        raise StoreError(f"bad presence change{where}: {change!r} is none of Registered, CallStarted, "
+                         f"CallEnded, CallRecorded")
 
     def replace_live(self, registered: set[str], active_calls: dict[str, int], *,
                      now: int | None = None) -> None:
@@ -261,8 +491,10 @@ class Store:
             for key, value in txn.cursor(db=self.db["ext"]):
                 if value[0] == rec.REC_EMPLOYEE:
                     ext = key.decode()
-                    slots[ext] = rec.decode_employee(ext, value).slot
-            state = {ext: rec.LiveRec(True, ext in registered, max(0, active_calls.get(ext, 0)), now)
+                    slots[ext] = rec.employee_slot(value)
+            holders = self._referral_holders(txn)
+            state = {ext: rec.LiveRec(True, ext in registered, max(0, active_calls.get(ext, 0)), now,
+                                      ext in holders)
                      for ext in slots}
             self._write_all_live(txn, slots, state)
 
@@ -274,7 +506,7 @@ class Store:
             if value[0] != rec.REC_EMPLOYEE:
                 continue
             ext = key.decode()
-            slot = rec.decode_employee(ext, value).slot
+            slot = rec.employee_slot(value)
             block = blocks.get(rec.live_key(slot))
             if block is not None:
                 out[ext] = block[slot % rec.LIVE_BLOCK]
@@ -307,15 +539,33 @@ class Store:
                 txn.put(key, data, db=self.db["referral"])
             else:
                 txn.delete(key, db=self.db["referral"])
+            self._flag_referrals(txn, extension)
+
+    def _referral_holders(self, txn) -> set[str]:
+        """Extensions with statuses stored (any source)."""
+        cur = txn.cursor(db=self.db["referral"])
+        return {bytes(key).decode().partition("/")[0] for key in cur.iternext(keys=True, values=False)}
+
+    def _flag_referrals(self, txn, extension: str) -> None:
+        """Keep the employee's LIVE_REFERRAL presence flag true to the referral table, in the
+        same transaction: the engines read statuses only for flagged employees."""
+        slot = self._slot(txn, extension)
+        if slot is None:
+            return              # not an employee (yet): load_config sets the flag if it becomes one
+        prefix = extension.encode() + b"/"
+        cur = txn.cursor(db=self.db["referral"])
+        held = cur.set_range(prefix) and bytes(cur.key()).startswith(prefix)
+        key = rec.live_key(slot)
+        raw = txn.get(key, db=self.db["live"])
+        block = rec.decode_live_block(raw) if raw is not None else [None] * rec.LIVE_BLOCK
+        state = block[slot % rec.LIVE_BLOCK] or rec.UNKNOWN_LIVE
+        if state.referral != held:
+            block[slot % rec.LIVE_BLOCK] = replace(state, referral=held)
+            txn.put(key, rec.encode_live_block(block), db=self.db["live"])
 
     def record_call(self, caller: str, extension: str, when: int, direction: str = "in") -> None:
         """Remember who last talked to ``caller`` (E.164 digits), for ICM."""
-        if not caller.isdigit() or direction not in ("in", "out"):
-            raise StoreError(f"bad call-history entry: caller {caller!r}, direction {direction!r}")
-        data = rec.encode_history(rec.HistoryRec(extension, int(when), direction))
-        self._writable()
-        with self.env.begin(write=True) as txn:
-            txn.put(caller.encode(), data, db=self.db["history"])
+        self.apply_live([CallRecorded(caller, extension, when, direction)])
 
     def crm_answer(self, company: str, phone: str) -> rec.CrmAnswerRec | None:
         """The cached CRM answer about caller ``phone`` (E.164 digits) for ``company``, if any."""
@@ -335,28 +585,31 @@ class Store:
             else:
                 txn.put(rec.crm_key(company, phone), data, db=self.db["crm"])
 
+    def erase_caller(self, phone: str) -> ErasedCaller:
+        """A privacy request: remove everything kept about caller ``phone`` (E.164 digits), in one
+        transaction -- their call-history entry (shared by all companies) and every company's
+        cached CRM answer -- and return what was removed."""
+        if not (phone.isascii() and phone.isdigit() and len(phone) <= MAX_CALLER_DIGITS):
+            raise StoreError(f"bad caller to erase: {phone!r} (E.164 digits expected)")
+        suffix = b"/" + phone.encode()
+        crm: dict[str, rec.CrmAnswerRec | None] = {}
+        self._writable()
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(phone.encode(), db=self.db["history"])
+            history = _decoded(rec.decode_history, raw)
+            if raw is not None:
+                txn.delete(phone.encode(), db=self.db["history"])
+            cursor = txn.cursor(db=self.db["crm"])
+            found = [(bytes(k), bytes(v)) for k, v in cursor if bytes(k).endswith(suffix)]
+            for key, value in found:
+                crm[key[:-len(suffix)].decode()] = _decoded(rec.decode_crm_answer, value)
+                txn.delete(key, db=self.db["crm"])
+        return ErasedCaller(phone, raw is not None, history, crm)
+
     def forget_caller(self, caller: str) -> bool:
         self._writable()
         with self.env.begin(write=True) as txn:
             return txn.delete(caller.encode(), db=self.db["history"])
-
-    def _update_live(self, extension: str, now: int | None, *, registered: bool | None = None,
-                     delta: int = 0) -> bool:
-        self._writable()
-        with self.env.begin(write=True) as txn:
-            slot = self._slot(txn, extension)
-            if slot is None:
-                return False
-            key = rec.live_key(slot)
-            raw = txn.get(key, db=self.db["live"])
-            block = rec.decode_live_block(raw) if raw is not None else [None] * rec.LIVE_BLOCK
-            state = block[slot % rec.LIVE_BLOCK] or rec.UNKNOWN_LIVE
-            known, reg = state.registered_known, state.registered
-            if registered is not None:
-                known, reg = True, registered
-            block[slot % rec.LIVE_BLOCK] = rec.LiveRec(known, reg, max(0, state.active_calls + delta), _now(now))
-            txn.put(key, rec.encode_live_block(block), db=self.db["live"])
-        return True
 
     def _writable(self) -> None:
         if self.readonly:
@@ -370,6 +623,32 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class ErasedCaller:
+    """What :meth:`Store.erase_caller` removed.  A record that could not be decoded was removed
+    all the same and shows as None (``history_removed`` says whether there was a history entry)."""
+
+    phone: str
+    history_removed: bool
+    history: rec.HistoryRec | None
+    crm: dict[str, rec.CrmAnswerRec | None]       # company -> its cached answer
+
+
+def _decoded(decode, raw):
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except StoreError:
+        return None
+
+
+#: Older schemas whose stores ``switchboard load`` rewrites in place: their state tables
+#: (presence, referral statuses, call history, CRM cache) are read the same way; only
+#: the config records changed, and a load replaces all of them.
+RELOADABLE_SCHEMAS = frozenset({1})
 
 
 def _now(now: int | None) -> int:
@@ -400,7 +679,8 @@ def _encode_config(config: Config, slots: dict[str, int]):
         yield ("company", company.id.encode()), rec.encode_company(rec.CompanyRec(
             company.id, company.name, company.country, company.timezone, company.sip_domain,
             company.no_answer_seconds, company.ring_timeout, company.outbound_caller_id or "",
-            company.city_code or ""))
+            company.city_code or "", company.language))
+        yield ("dial", company.id.encode()), compile_rules(company.country, company.city_code or None)
         names = {e.extension: e.name for e in company.employees}
         ext_records = {}
         for e in company.employees:
@@ -408,7 +688,9 @@ def _encode_config(config: Config, slots: dict[str, int]):
             ext_records[e.extension] = rec.encode_employee(rec.EmployeeRec(
                 e.extension, company.id, e.name, e.role, e.email or "", e.mobile or "", e.a1_hash or "",
                 e.mobile_after or 0, d.no_answer_after, company.ring_timeout, slots[e.extension],
-                d.always, d.busy, d.no_answer, d.unreachable))
+                d.always, d.busy, d.no_answer, d.unreachable,
+                tuple((status, rec.ActionRec(a.action, a.to)) for status, a in e.referral),
+                rec.ActionRec(e.referral_default.action, e.referral_default.to), e.status_delegates))
         for dep in company.departments:
             ext_records[dep.extension] = rec.encode_department(rec.DepartmentRec(
                 dep.extension, company.id, dep.name, dep.strategy, dep.step_seconds, dep.timeout,
@@ -434,4 +716,12 @@ def _encode_config(config: Config, slots: dict[str, int]):
             mode = rec.MODE_SCHEDULE if n.mode == "schedule" else rec.MODE_ALWAYS
             yield ("number", n.number.encode()), rec.encode_number(rec.NumberRec(
                 n.number, company.id, mode, company.ring_timeout, n.open, embedded(n.open),
-                n.closed, embedded(n.closed), schedules[n.schedule] if mode == rec.MODE_SCHEDULE else None))
+                n.closed, embedded(n.closed), schedules[n.schedule] if mode == rec.MODE_SCHEDULE else None,
+                _icm_record(n.icm)))
+
+
+def _icm_record(icm) -> rec.IcmRec | None:
+    if icm is None:
+        return None
+    return rec.IcmRec(icm.sources, icm.max_age_days, icm.ring, icm.timeout, icm.on_failure, icm.default,
+                      icm.exceptions)

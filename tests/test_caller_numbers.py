@@ -125,6 +125,24 @@ def test_tables_are_read_from_any_buffer(normalise):
     assert normalise(memoryview(table), "84951234567") == normalise(bytearray(table), "84951234567") == "74951234567"
 
 
+def test_the_rules_a_config_load_stores_read_every_real_format(make_store, normalise):
+    """Store.load_config compiles each company's rules into the store's dial table; read from
+    there (an LMDB buffer, as the call path gets it), they give the documented readings."""
+    offices = {("RU", "495"): "mos", ("RU", "812"): "spb", ("GB", "20"): "lon", ("US", "212"): "nyc"}
+    companies = "".join(f"  - {{id: {cid}, name: {cid}, country: {country}, city_code: '{city}', timezone: UTC}}\n"
+                        for (country, city), cid in offices.items())
+    store = make_store("companies:\n" + companies)
+    checked = 0
+    with store.read() as txn:
+        for country, city, raw, expected in REAL_FORMATS:
+            if (country, city) in offices:
+                stored = txn.get(offices[country, city].encode(), db=store.db["dial"])
+                assert bytes(stored) == rules(country, city)
+                assert normalise(stored, raw) == expected, (country, city, raw)
+                checked += 1
+    assert checked >= 20
+
+
 def test_a_corrupt_table_is_refused_not_misread(normalise):
     """A damaged record raises PhoneNumberError; it never reads past its end."""
     table = rules("RU", "495")

@@ -11,8 +11,9 @@ import pytest
 
 from fastpath import icm_lookup as icm
 from fastpath import records as rec
+from fastpath.caller_numbers import compile_rules
 from fastpath.errors import StoreError
-from fastpath.store import Store
+from fastpath.store import CONFIG_DBS, Store
 
 from .conftest import config_from_yaml
 
@@ -58,7 +59,6 @@ def store(tmp_path):
     s = Store(str(tmp_path / "store"))
     config = config_from_yaml(TWO_COMPANIES)
     s.load_config(config)
-    assert icm.put_config_rules(s, config) == 2
     yield s
     s.close()
 
@@ -115,11 +115,43 @@ def test_a_crm_answer_checked_at_an_older_config_is_checked_again(store, lookup)
 
 
 def test_new_dialling_rules_apply_at_once(store, lookup):
-    """Rules are config: writing them bumps the generation, and the next lookup reads them."""
+    """Rules are config: a reload with another city code writes them with the generation bump,
+    and the next lookup (whose rules are cached per generation) reads them."""
     store.record_call("74991234567", "2001", NOW - DAY, "in")
     assert lookup(store, "mos", "1234567", NOW) is None                  # local numbers are 495 ones
-    icm.put_rules(store, "mos", "RU", "499")
+    store.load_config(config_from_yaml(TWO_COMPANIES.replace('city_code: "495"', 'city_code: "499"')))
     assert lookup(store, "mos", "1234567", NOW) == ("2001", "history", NOW - DAY)
+
+
+def test_the_config_load_writes_every_companys_rules_and_a_reload_drops_a_removed_ones(store, lookup):
+    assert store.dial_rules("mos") == compile_rules("RU", "495")
+    assert store.dial_rules("lon") == compile_rules("GB", "20")
+    assert "dial" in CONFIG_DBS and store.stats()["dial"] == 2
+    store.record_call("442079460123", "3001", NOW - DAY, "in")
+    assert lookup(store, "lon", "79460123", NOW) == ("3001", "history", NOW - DAY)
+    store.load_config(config_from_yaml(TWO_COMPANIES[:TWO_COMPANIES.index("  - id: lon")]))
+    assert store.dial_rules("lon") is None and store.stats()["dial"] == 1
+    with pytest.raises(StoreError, match="no dialling rules for company 'lon'"):
+        lookup(store, "lon", "79460123", NOW)
+
+
+def test_caller_key_reads_a_number_as_the_lookup_does(store):
+    for raw in ("+74951234567", "84951234567", "1234567"):
+        assert icm.caller_key(store, "mos", raw) == "74951234567"
+    assert icm.caller_key(store, "lon", "02079460123") == "442079460123"
+    assert icm.caller_key(store, "mos", "anonymous") is None
+    with pytest.raises(StoreError, match="no dialling rules for company 'nope'"):
+        icm.caller_key(store, "nope", "1234567")
+
+
+def test_put_config_rules_only_checks_what_the_load_wrote(store):
+    """The deprecated helper writes nothing: it confirms the loaded config's rules are there."""
+    config = config_from_yaml(TWO_COMPANIES)
+    generation = store.generation()
+    assert icm.put_config_rules(store, config) == 2 and store.generation() == generation
+    other = config_from_yaml(TWO_COMPANIES.replace('city_code: "495"', 'city_code: "499"'))
+    with pytest.raises(StoreError, match="does not hold the dialling rules of company 'mos'"):
+        icm.put_config_rules(store, other)
 
 
 def test_history_is_kept_per_caller_but_only_used_by_the_company_of_the_extension(store, lookup):
@@ -181,7 +213,6 @@ def test_rules_survive_reopening_the_store_read_only(tmp_path, lookup):
     with Store(path) as s:
         config = config_from_yaml(TWO_COMPANIES)
         s.load_config(config)
-        icm.put_config_rules(s, config)
         s.record_call("74951234567", "2002", NOW - DAY, "in")
     with Store(path, readonly=True) as ro:
         assert lookup(ro, "mos", "84951234567", NOW) == ("2002", "history", NOW - DAY)

@@ -5,16 +5,20 @@ import datetime as dt
 import multiprocessing
 import random
 import struct
+import textwrap
 from zoneinfo import ZoneInfo
 
 import lmdb
 import pytest
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from fastpath import records as rec
+from fastpath.caller_numbers import compile_rules
 from fastpath.errors import SchemaMismatch, StoreError
 from fastpath.records import ReferralInterval
-from fastpath.store import Store
+from fastpath.store import CallEnded, CallRecorded, CallStarted, Registered, Store
 from fastpath.tz_table import compile_zone, offset_at
+from esl_app.cli import main
 
 from .conftest import at, config_from_yaml
 
@@ -86,6 +90,74 @@ def test_presence_write_api(store):
     assert store.set_registered("9999", True) is False    # not an employee: nothing stored
 
 
+def _live_and_history(store: Store) -> tuple[dict, dict]:
+    """Everything presence and call history are: raw records of both tables."""
+    with store.read() as txn:
+        return ({bytes(k): bytes(v) for k, v in txn.cursor(db=store.db["live"])},
+                {bytes(k): bytes(v) for k, v in txn.cursor(db=store.db["history"])})
+
+
+def _one_by_one(store: Store, change) -> bool | None:
+    if isinstance(change, Registered):
+        return store.set_registered(change.extension, change.registered, now=change.now)
+    if isinstance(change, CallStarted):
+        return store.call_started(change.extension, now=change.now)
+    if isinstance(change, CallEnded):
+        return store.call_ended(change.extension, now=change.now)
+    return store.record_call(*change)
+
+
+EXTENSIONS = ["2001", "2002", "2003", "600", "9999", ""]      # employees, a department, unknown, empty
+change_lists = st.lists(st.one_of(
+    st.builds(Registered, st.sampled_from(EXTENSIONS), st.booleans(), st.integers(0, 2**32 + 5)),
+    st.builds(CallStarted, st.sampled_from(EXTENSIONS), st.integers(0, 1000)),
+    st.builds(CallEnded, st.sampled_from(EXTENSIONS), st.integers(0, 1000)),
+    st.builds(CallRecorded, st.sampled_from(["447400900123", "74951234567"]), st.sampled_from(EXTENSIONS[:3]),
+              st.integers(0, 2_000_000_000), st.sampled_from(["in", "out"]))), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=change_lists)
+@example(changes=[CallStarted("2003", 1), CallStarted("2003", 2), CallEnded("2003", 3)])    # past the u16 limit
+def test_a_batch_leaves_the_store_as_the_same_changes_one_by_one(make_store, changes):
+    """apply_live is the one-by-one write API in one transaction: same records, same unknown extensions."""
+    batched, single = make_store(SMALL), make_store(SMALL)
+    for s in (batched, single):       # some state to start from, 2003 one call below the record's limit
+        s.replace_live({"2002"}, {"2003": 0xFFFE}, now=5)
+    unknown = batched.apply_live(changes)
+    results = [_one_by_one(single, change) for change in changes]
+    assert _live_and_history(batched) == _live_and_history(single)
+    assert unknown == {c.extension for c, ok in zip(changes, results) if ok is False}
+    batched.close()
+    single.close()
+
+
+def test_a_batch_is_one_transaction(store):
+    """A hundred presence changes and calls cost one commit, not a hundred."""
+    before = store.env.info()["last_txnid"]
+    unknown = store.apply_live([CallStarted("2001", 10), CallRecorded("447400900123", "2001", 10, "in"),
+                                Registered("7777", True, 10)] * 34)
+    assert store.env.info()["last_txnid"] == before + 1
+    assert unknown == {"7777"}
+    assert store.live("2001").active_calls == 34
+    assert store.history("447400900123") == rec.HistoryRec("2001", 10, "in")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (CallRecorded("+447400900123", "2001", 1, "in"), r"change 2 of 3\): caller '\+447400900123'"),
+    (CallRecorded("447400900123", "2001", 1, "sideways"), r"change 2 of 3\).*direction 'sideways'"),
+    (CallRecorded("447400900123", "2001", 2**70, "in"), r"change 2 of 3\).*time 1180591620717411303424"),
+    (CallRecorded("4" * 33, "2001", 1, "in"), r"change 2 of 3\): caller '4{33}'"),
+    (("2001", True), r"change 2 of 3\): \('2001', True\) is none of Registered"),
+    (Registered(2001, True), r"change 2 of 3\): extension 2001 is not a string"),
+])
+def test_a_bad_change_names_itself_and_nothing_of_the_batch_is_written(store, bad, match):
+    before = _live_and_history(store)
+    with pytest.raises(StoreError, match=match):
+        store.apply_live([CallStarted("2001", 1), bad, CallRecorded("447400900124", "2002", 1, "out")])
+    assert _live_and_history(store) == before
+
+
 def test_replace_live_makes_everyone_else_unregistered(store):
     store.call_started("2002")
     store.replace_live({"2001"}, {"2003": 2}, now=50)
@@ -115,6 +187,85 @@ def test_call_history_for_icm(store):
     assert store.history("447400900123") is None
     with pytest.raises(StoreError, match="bad call-history entry"):
         store.record_call("+44 7400", "2001", 1, "in")
+
+
+def test_erasing_a_caller_removes_their_history_and_every_cached_crm_answer(store):
+    store.record_call("447400900123", "2001", 1_790_000_000, "in")
+    store.record_call("447400900124", "2002", 1_790_000_000, "in")
+    answer = rec.CrmAnswerRec(rec.CRM_FOUND, "2001", "amocrm", 1, 2, 3)
+    for company, phone in (("small", "447400900123"), ("other", "447400900123"), ("small", "447400900124"),
+                           ("small", "1447400900123")):
+        store.put_crm_answer(company, phone, answer)
+    erased = store.erase_caller("447400900123")
+    assert (erased.history_removed, erased.history) == (True, rec.HistoryRec("2001", 1_790_000_000, "in"))
+    assert erased.crm == {"small": answer, "other": answer}
+    assert store.history("447400900123") is None and store.crm_answer("other", "447400900123") is None
+    assert store.history("447400900124") is not None                      # nobody else's data
+    assert store.crm_answer("small", "447400900124") == answer == store.crm_answer("small", "1447400900123")
+    again = store.erase_caller("447400900123")
+    assert (again.history_removed, again.crm) == (False, {})
+    with pytest.raises(StoreError, match="bad caller to erase: '\\+44'"):
+        store.erase_caller("+44")
+
+
+def test_employee_and_dial_rules_lookups(store):
+    assert store.employee("2001").company == "small" and store.employee("2001").name == "Ann"
+    assert store.employee("600") is None and store.employee("9999") is None and store.employee("") is None
+    assert store.dial_rules("small") == compile_rules("GB", None)
+    assert store.dial_rules("nope") is None and store.dial_rules("") is None
+
+
+def _make_schema_1(path: str) -> None:
+    """What a store written by schema 1 looked like: no dial table, config records without their
+    status actions, ICM steps and language (cut here to the schema-1 length)."""
+    env = lmdb.open(path, max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"dial", txn=txn), delete=True)
+        txn.put(b"schema", struct.pack("<I", 1), db=env.open_db(b"meta", txn=txn))
+        ext = env.open_db(b"ext", txn=txn)
+        for key, value in list(txn.cursor(db=ext)):
+            if value[0] == rec.REC_EMPLOYEE:
+                txn.put(key, value[:-8], db=ext)    # the 8 bytes of "no actions, default voicemail, no delegates"
+    env.close()
+
+
+def test_a_schema_1_store_is_refused_until_load_rewrites_its_config(store, tmp_path):
+    store.record_call("447400900123", "2001", 1_790_000_000, "in")
+    store.put_crm_answer("small", "447400900123", rec.CrmAnswerRec(rec.CRM_FOUND, "2001", "amocrm", 1, 2, 3))
+    store.set_registered("2001", True)
+    generation = store.generation()
+    store.close()
+    _make_schema_1(store.path)
+    for readonly in (True, False):       # routing processes and `serve` alike
+        with pytest.raises(SchemaMismatch, match="schema version 1.*run `switchboard load CONFIG` once"):
+            Store(store.path, readonly=readonly)
+    config = tmp_path / "small.yaml"
+    config.write_text(textwrap.dedent(SMALL))
+    assert main(["--store", store.path, "load", str(config)]) == 0
+    with Store(store.path, readonly=True) as upgraded:
+        assert upgraded.meta()["schema"] == rec.SCHEMA_VERSION == 2
+        assert upgraded.generation() == generation + 1
+        assert upgraded.dial_rules("small") == compile_rules("GB", None)
+        assert upgraded.history("447400900123").extension == "2001"
+        assert upgraded.crm_answer("small", "447400900123").extension == "2001"
+        assert upgraded.live("2001").registered
+
+
+def test_a_store_of_an_unknown_schema_is_left_untouched(tmp_path):
+    path = str(tmp_path / "future")
+    Store(path).close()
+    env = lmdb.open(path, max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"dial", txn=txn), delete=True)
+        txn.put(b"schema", struct.pack("<I", 7), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    for readonly in (False, True):
+        with pytest.raises(SchemaMismatch, match="schema version 7.*move the old store away"):
+            Store(path, readonly=readonly)
+    env = lmdb.open(path, max_dbs=16)
+    with env.begin() as txn:
+        assert txn.get(b"dial") is None                 # the writer did not create its tables
+    env.close()
 
 
 def test_readonly_store_refuses_writes(store):

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from . import records as rec
-from .caller_numbers import compile_rules, normalise, normalise_py
+from .caller_numbers import normalise, normalise_py
 from .errors import StoreError
 
 #: The store's table of each company's compiled dialling rules (key: company id), one of
@@ -66,20 +66,6 @@ def caller_key(store, company: str, caller: str) -> str | None:
     ``crm`` tables), read with the company's rules exactly as :func:`lookup` reads it; None when the
     caller ID is no phone number."""
     return normalise(company_rules(store, company), caller)
-
-
-def put_config_rules(store, config) -> int:
-    """Deprecated, kept for older callers: ``Store.load_config`` writes every company's rules.
-
-    Checks that the store holds the rules of every company of ``config`` (as
-    compiled now) and returns how many; raises StoreError when a company's
-    rules are missing or differ, i.e. the config was not loaded.
-    """
-    for company in config.companies:
-        if store.dial_rules(company.id) != compile_rules(company.country, company.city_code or None):
-            raise StoreError(f"the store at {store.path} does not hold the dialling rules of company "
-                             f"{company.id!r} for this config; load it with `switchboard load CONFIG`")
-    return len(config.companies)
 
 
 def _is_employee_of(txn, store, extension: str, company: str) -> bool:

@@ -144,16 +144,6 @@ def test_caller_key_reads_a_number_as_the_lookup_does(store):
         icm.caller_key(store, "nope", "1234567")
 
 
-def test_put_config_rules_only_checks_what_the_load_wrote(store):
-    """The deprecated helper writes nothing: it confirms the loaded config's rules are there."""
-    config = config_from_yaml(TWO_COMPANIES)
-    generation = store.generation()
-    assert icm.put_config_rules(store, config) == 2 and store.generation() == generation
-    other = config_from_yaml(TWO_COMPANIES.replace('city_code: "495"', 'city_code: "499"'))
-    with pytest.raises(StoreError, match="does not hold the dialling rules of company 'mos'"):
-        icm.put_config_rules(store, other)
-
-
 def test_history_is_kept_per_caller_but_only_used_by_the_company_of_the_extension(store, lookup):
     """A Londoner who talked to ext 3001 is no returning caller of the Moscow office."""
     store.record_call("442079460123", "3001", NOW - DAY, "in")

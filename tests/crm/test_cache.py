@@ -44,7 +44,6 @@ def store(tmp_path):
     s = Store(str(tmp_path / "store"))
     config = config_from_yaml(COMPANY)
     s.load_config(config)
-    icm_lookup.put_config_rules(s, config)
     yield s
     s.close()
 

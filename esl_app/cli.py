@@ -3,7 +3,8 @@
 ``load`` validates a config into the store, ``explain`` asks the engine what
 it would do with a call and why (no switch needed), ``fsconf`` writes the
 FreeSWITCH config set, ``serve`` runs the service FreeSWITCH talks to,
-``sync`` keeps calendar-based referral statuses current, ``status`` shows them.
+``sync`` keeps calendar-based referral statuses current, ``status`` shows them,
+``reception`` shows a whole company's for a receptionist.
 Exit codes: 0 fine, 1 a problem with the store or the request, 2 an invalid
 config or bad arguments.
 """
@@ -50,7 +51,7 @@ def _as_dialled(text: str) -> str:
 
 def cmd_load(args) -> int:
     config = load_config(args.config)
-    with Store(args.store) as store:
+    with Store(args.store, reload=True) as store:
         report = store.load_config(config)
     print(f"loaded {', '.join(args.config)} into {args.store}: generation {report.generation}, "
           f"{report.companies} companies, {report.numbers} numbers, {report.extensions} extensions, "
@@ -116,6 +117,108 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_reception(args) -> int:
+    from .reception import reception_report, render_reception
+
+    with Store(args.store, readonly=True) as store:
+        report = reception_report(store, args.company, lambda zone: _parse_at(args.at, zone), args.viewer)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render_reception(report))
+    return 0
+
+
+def _icm_company(store, wanted: str | None):
+    """``--company``, else the store's only company; the company record."""
+    companies = {c.id: c for c in store.companies()}
+    if wanted is not None:
+        if wanted not in companies:
+            raise SwitchboardError(f"--company {wanted!r}: no such company in the store at {store.path} "
+                                   f"(it has: {', '.join(sorted(companies)) or 'none; load a config first'})")
+        return companies[wanted]
+    if len(companies) != 1:
+        raise SwitchboardError(f"the store at {store.path} holds {len(companies)} companies "
+                               f"({', '.join(sorted(companies)) or 'none; load a config first'}): "
+                               f"say which with --company ID")
+    return next(iter(companies.values()))
+
+
+def _icm_phone(store, company, number: str) -> str:
+    """NUMBER as ICM files it for ``company``: E.164 digits by the company's dialling rules."""
+    from fastpath.icm_lookup import caller_key
+
+    phone = caller_key(store, company.id, _as_dialled(number))
+    if phone is None:
+        city = f", city code {company.city_code}" if company.city_code else ""
+        raise SwitchboardError(f"NUMBER {number!r} is not a phone number for company {company.id} "
+                               f"({company.country}{city}): give digits with an optional '+', "
+                               f"e.g. +74951234567, 84951234567 or a local number")
+    return phone
+
+
+def cmd_icm_lookup(args) -> int:
+    from fastpath.icm_lookup import explain, reason
+
+    if args.max_age < 0:
+        raise SwitchboardError(f"--max-age {args.max_age}: days must be 0 (any age) or more")
+    with Store(args.store, readonly=True) as store:
+        company = _icm_company(store, args.company)
+        _icm_phone(store, company, args.number)           # a clear error for what is no phone number
+        now = _parse_at(args.at, company.timezone)
+        found = explain(store, company.id, _as_dialled(args.number), now, args.max_age * 86_400)
+    when = dt.datetime.fromtimestamp(now, ZoneInfo(company.timezone)).isoformat(timespec="minutes")
+    print(f"ICM lookup for company {company.id} at {when}"
+          + (f", history up to {args.max_age} days old" if args.max_age else ""))
+    print(found)
+    if found.answer:
+        print(reason(*found.answer, company.timezone))
+    return 0
+
+
+def cmd_icm_forget(args) -> int:
+    with Store(args.store, create=False) as store:
+        company = _icm_company(store, args.company)
+        phone = _icm_phone(store, company, args.number)
+        erased = store.erase_caller(phone)
+    zone = ZoneInfo(company.timezone)
+
+    def moment(when: int) -> str:
+        return dt.datetime.fromtimestamp(when, zone).isoformat(timespec="minutes")
+
+    print(f"caller {args.number!r} -> +{phone} (read with the dialling rules of {company.id})")
+    h = erased.history
+    if h is not None:
+        print(f"removed from the call history: last {'call from' if h.direction == 'in' else 'call to'} "
+              f"them with ext {h.extension} at {moment(h.when)}")
+    elif erased.history_removed:
+        print("removed from the call history: an unreadable entry")
+    else:
+        print("call history: nothing kept")
+    for cached_for, answer in sorted(erased.crm.items()):
+        what = (f"{answer.source or 'every source'} answer fetched {moment(answer.fetched)}"
+                + (f", ext {answer.extension}" if answer.extension else "")) if answer else "an unreadable answer"
+        print(f"removed from the CRM cache of {cached_for}: {what}")
+    if not erased.crm:
+        print("CRM cache: nothing kept")
+    return 0
+
+
+def add_icm_cli(sub) -> None:
+    p = sub.add_parser("icm", help="ICM: who a returning caller reaches, and privacy requests")
+    icm = p.add_subparsers(dest="icm_command", required=True)
+    q = icm.add_parser("lookup", help="which source answers for a caller, and why")
+    q.add_argument("number", metavar="NUMBER", help="the caller number as the switch sends it (spaces allowed)")
+    q.add_argument("--company", default=None, metavar="ID", help="whose callers (default: the only company)")
+    q.add_argument("--at", default=None,
+                   help="ISO 8601 time of the call; without an offset the company's local time (default: now)")
+    q.add_argument("--max-age", type=int, default=0, metavar="DAYS",
+                   help="ignore call history older than this (default 0: any age)")
+    q.set_defaults(func=cmd_icm_lookup)
+    q = icm.add_parser("forget", help="remove a caller from the call history and the CRM cache (privacy request)")
+    q.add_argument("number", metavar="NUMBER", help="the caller's number, in any form the company's callers use")
+    q.add_argument("--company", default=None, metavar="ID",
+                   help="whose dialling rules read NUMBER (default: the only company)")
+    q.set_defaults(func=cmd_icm_forget)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__.split("\n")[0])
     parser.add_argument("--store", default=None,
@@ -149,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     add_fsconf_cli(sub)
+    add_icm_cli(sub)
 
     p = sub.add_parser("sync", help="sync employees' calendars (Exchange, Office 365, CalDAV) into referral "
                                     "statuses; runs until SIGTERM unless --once")
@@ -163,6 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", default=None, help="ISO 8601 time (default now; without offset: company time)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("reception", help="every employee's status, until when, bookings of the coming hour and "
+                                         "phone state, as a receptionist sees them")
+    p.add_argument("--company", default=None, metavar="ID", help="one company (default: every company)")
+    p.add_argument("--at", default=None, help="ISO 8601 time (default now; without offset: company time)")
+    p.add_argument("--viewer", choices=("receptionist", "admin", "user"), default="receptionist",
+                   help="the role of who is looking: details visible to receptionists only are hidden "
+                        "from the others (default: receptionist)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reception)
     return parser
 
 

@@ -44,9 +44,12 @@ class ServiceConfig:
     max_calls: int = 4000                               # concurrent call connections (greenlet pool)
     fallback: dict[str, StaticFallback] = field(default_factory=dict)   # by company id
     fs_conf_dir: str = "/etc/freeswitch"
+    calendars: str | None = None                        # calendar config file: run the calendar sync worker
+    crm: str | None = None                              # CRM config file: run the CRM refresher
 
 
-_KEYS = ("outbound", "directory", "esl", "esl_password", "gateway", "max_calls", "fallback", "fs_conf_dir")
+_KEYS = ("outbound", "directory", "esl", "esl_password", "gateway", "max_calls", "fallback", "fs_conf_dir",
+         "calendars", "crm")
 
 
 def _listen(value, path: str, problems: list[Problem], line, source) -> Listen | None:
@@ -97,6 +100,10 @@ def load_service_config(path: str | None, environ: dict[str, str] | None = None)
                                                    "'<', '>', '&' or line breaks", line, path))
                 else:
                     changes[key] = value
+            elif key in ("calendars", "crm"):
+                resolved = _config_file(value, where, problems, line, path)
+                if resolved:
+                    changes[key] = resolved
             elif key == "max_calls":
                 if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100_000:
                     problems.append(Problem(where, "expected a whole number from 1 to 100000", line, path))
@@ -116,6 +123,18 @@ def load_service_config(path: str | None, environ: dict[str, str] | None = None)
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _config_file(value, where: str, problems: list[Problem], line, source) -> str | None:
+    """A path to another config file, relative to the service config's folder; it must exist."""
+    if not isinstance(value, str) or not value.strip():
+        problems.append(Problem(where, "expected the path of a config file", line, source))
+        return None
+    resolved = os.path.join(os.path.dirname(os.path.abspath(source)), os.path.expanduser(value))
+    if not os.path.isfile(resolved):
+        problems.append(Problem(where, f"no such file: {resolved}", line, source))
+        return None
+    return resolved
 
 
 def _fallbacks(value, where: str, problems: list[Problem], line, source) -> dict[str, StaticFallback]:

@@ -26,6 +26,11 @@ from .errors import PhoneNumberError, StoreError
 from .phone import to_e164
 from .route_plan import Announce, Continue, Fax, Hangup, Ivr, Ring, RoutePlan, Target, Voicemail
 from .engine_ref import MAX_HOPS, WEEKDAY_NAMES, _zone
+from .model import Destination
+from .records import KIND_CODES
+from . import referral_route
+from .icm_lookup import reason as icm_reason
+from . import _icm_lookup
 
 cdef enum:
     REC_NUMBER = 1
@@ -45,6 +50,11 @@ cdef enum:
     K_HANGUP = 7
     LIVE_REG_KNOWN = 1
     LIVE_REGISTERED = 2
+    LIVE_REFERRAL = 4
+    A_VOICEMAIL = 0
+    A_DIVERT = 1
+    A_ALTERNATE = 2
+    A_RING = 3
     LIVE_BLOCK = 64
     LIVE_ENTRY = 8
     LIVE_BLOCK_SIZE = 2 + 64 * 8
@@ -135,6 +145,7 @@ cdef struct Dest:
 cdef struct Live:
     bint known
     bint registered
+    bint referral
     int calls
 
 cdef struct Emp:
@@ -149,6 +160,7 @@ cdef struct Emp:
     Dest busy
     Dest no_answer
     Dest unreachable
+    Cur actions                 # the status -> action table and the rest of the record
 
 
 cdef int _truncated() except -1:
@@ -341,7 +353,25 @@ cdef int read_employee(Str record, Emp* e) except -1:
     rd_dest(&c, &e.busy)
     rd_dest(&c, &e.no_answer)
     rd_dest(&c, &e.unreachable)
+    e.actions = c
     return 0
+
+
+cdef int action_of(Emp* e, str status, Dest* to) except -1:
+    """The employee's action code for ``status`` (their own, the company's, else the default)."""
+    cdef Cur c = e.actions
+    cdef Str name
+    cdef int n = rd_u8(&c)
+    cdef int i, code
+    for i in range(n):
+        rd_str(&c, &name)
+        code = rd_u8(&c)
+        rd_dest(&c, to)
+        if same_text(status, name):
+            return code
+    code = rd_u8(&c)
+    rd_dest(&c, to)
+    return code
 
 
 cdef str dest_text(Dest* d):
@@ -387,6 +417,7 @@ cdef inline int desk_timeout(Emp* e):
     return e.no_answer_after if e.no_answer.kind != K_NONE else e.ring_timeout
 
 
+cdef dict _ICM_ORDERS = {1: ("history",), 2: ("crm",), 6: ("history", "crm"), 9: ("crm", "history")}
 cdef tuple _HHMM = tuple(f"{m // 60:02d}:{m % 60:02d}" for m in range(1440))
 cdef tuple _WEEKDAYS = tuple(WEEKDAY_NAMES)
 
@@ -407,7 +438,7 @@ def decide(store, str called, str caller, now):
     txn = store.env.begin()
     try:
         ctx = _Decision.__new__(_Decision)
-        ctx.start(store.db, txn, caller, at)
+        ctx.start(store, txn, caller, at)
         steps = ctx.route(called)
     finally:
         txn.abort()
@@ -443,10 +474,14 @@ cdef class _Decision:
     cdef int ring_timeout      # the company's, copied into the records: no company lookup
     cdef bytes block           # the live-state block read last, and its number
     cdef uint32_t block_no
+    cdef object store
+    cdef bint skip_icm         # deciding ``normal:<number>``: the route without its ICM step
 
-    cdef void start(self, dict dbs, txn, str caller, int64_t at):
+    cdef void start(self, object store, txn, str caller, int64_t at):
         self.txn = txn
-        self.dbs = dbs
+        self.store = store
+        self.dbs = store.db
+        self.skip_icm = False
         self.caller = caller
         self.at = at
         self.company = ""
@@ -502,12 +537,14 @@ cdef class _Decision:
             self.block_no = number
         out.known = False
         out.registered = False
+        out.referral = False
         out.calls = 0
         if PyBytes_GET_SIZE(self.block) == 0:
             return 0
         p = <const unsigned char*>PyBytes_AS_STRING(self.block) + 2 + (slot % LIVE_BLOCK) * LIVE_ENTRY
         out.known = (p[0] & LIVE_REG_KNOWN) != 0
         out.registered = (p[0] & LIVE_REGISTERED) != 0
+        out.referral = (p[0] & LIVE_REFERRAL) != 0
         out.calls = p[2] | (p[3] << 8)
         return 0
 
@@ -531,6 +568,8 @@ cdef class _Decision:
             return self.ivr_address(called)
         if called.startswith("then:"):
             return self.then(called)
+        if called.startswith("normal:"):
+            return self.normal(called)
         key = called.encode()
         # Extensions are 2 to 6 digits and no number spells one (validation sees to it), so the
         # order of the two lookups changes nothing but the cost: an internal call skips a miss.
@@ -555,6 +594,7 @@ cdef class _Decision:
         cdef int32_t hol, off32
         cdef int64_t valid_from, valid_until, when, local, days, minute
         cdef uint16_t start, end
+        cdef Cur icm_at
         open_rec(raw, &c, REC_NUMBER)
         rd_str(&c, &company)
         self.company = py(company)
@@ -565,7 +605,7 @@ cdef class _Decision:
         rd_dest(&c, &closed)
         rd_blob(&c, &closed_copy)
         if mode == 0:
-            return self.destination(&open_, f"number +{number} routes around the clock", (), &open_copy)
+            return self.open_route(number, &c, &open_, &open_copy, f"number +{number} routes around the clock")
         rd_str(&c, &key)
         for day in range(7):
             n = rd_u8(&c)
@@ -583,6 +623,8 @@ cdef class _Decision:
         rd_i64(&c, &valid_until)
         need(&c, 12 * count)
         table = c.p
+        icm_at.p = table + 12 * count
+        icm_at.end = c.end
         zone = py(tzname)
         if count > 0 and valid_from <= self.at < valid_until:
             lo = 0
@@ -624,10 +666,95 @@ cdef class _Decision:
             start = day_at[wd][4 * i] | (day_at[wd][4 * i + 1] << 8)
             end = day_at[wd][4 * i + 2] | (day_at[wd][4 * i + 3] << 8)
             if start <= minute < end:
-                return self.destination(&open_, f"{whentext}: working hours of schedule '{skey}'", (),
-                                        &open_copy)
+                return self.open_route(number, &icm_at, &open_, &open_copy,
+                                       f"{whentext}: working hours of schedule '{skey}'")
         return self.destination(&closed, f"{whentext}: outside working hours of schedule '{skey}', "
                                          f"non-working hours route", (), &closed_copy)
+
+    # -- ICM: a returning caller reaches their manager ---------------------------
+
+    cdef tuple open_route(self, str number, Cur* c, Dest* open_, Str* open_copy, str why):
+        """The working-hours route; with an ICM step (``c`` points at it), the caller's manager first."""
+        if not self.skip_icm and rd_u8(c):
+            return self.icm(number, c, open_, open_copy, why)
+        return self.destination(open_, why, (), open_copy)
+
+    cdef tuple normal(self, str address):
+        """``normal:<number>``: the number's route without its ICM step (ICM could not connect)."""
+        number = address[7:]
+        raw = self.get(number, T_NUMBER) if number.isdigit() else None
+        if raw is None:
+            return hangup("UNALLOCATED_NUMBER", f"{address}: no such company number")
+        self.skip_icm = True
+        return self.number(number, raw)
+
+    cdef tuple icm(self, str number, Cur* c, Dest* open_, Str* open_copy, str why):
+        cdef int nsrc, i, code, max_age, ring, timeout, nexc
+        cdef Dest on_failure, default_, to
+        cdef Emp e
+        cdef Live live
+        cdef Cur co
+        cdef Str s
+        nsrc = rd_u8(c)
+        codes = 0
+        for i in range(nsrc):
+            code = rd_u8(c)
+            if code != 1 and code != 2:
+                raise StoreError(f"unknown ICM source {code} for number +{number}; reload the config")
+            codes = codes * 4 + code
+        max_age = rd_u16(c)
+        ring = rd_u8(c)
+        timeout = rd_u16(c)
+        rd_dest(c, &on_failure)
+        rd_dest(c, &default_)
+        nexc = rd_u8(c)
+        found = _icm_lookup.lookup_in(self.txn, self.store, self.company, self.caller, self.at, max_age * 86400,
+                                      _ICM_ORDERS[codes])
+        if found is None:
+            if default_.kind != K_NONE:
+                return self.destination(&default_, f"{why}; ICM: no manager known for this caller, default", ())
+            return self.destination(open_, f"{why}; ICM: no manager known for this caller, normal route", (),
+                                    open_copy)
+        ext = <str>found[0]
+        raw = self.get(self.company, T_COMPANY)
+        open_rec(raw, &co, REC_COMPANY)
+        for i in range(4):
+            rd_str(&co, &s)                # id, name, country, timezone
+        why = f"{why}; {icm_reason(ext, found[1], found[2], py(s))}"
+        for i in range(nexc):
+            rd_str(c, &s)
+            if same_text(ext, s):
+                return self.destination(open_, f"{why}, an ICM exception: normal route", (), open_copy)
+        raw = self.get(ext, T_EXT)
+        read_employee(span(raw), &e)
+        path = (ext,)
+        why = f"{why} → ext {ext} ({py(e.name)})"
+        steps, notes = self.status_first(ext, &e, why, path, &live)
+        if steps is not None:
+            return steps
+        if e.always.kind != K_NONE and self.blocked(&e.always, path) is None:
+            return self.destination(&e.always, f"{why}{notes} diverts all calls", path)
+        if live.known and not live.registered:
+            return self.icm_failed(number, &on_failure, f"{why}{notes} is not registered")
+        if live.calls > 0:
+            return self.icm_failed(number, &on_failure, f"{why}{notes} is on a call")
+        name = py(e.name)
+        targets = one(mk_target("extension", ext, name, 0, timeout))
+        if ring == 1 and e.mobile.n:
+            targets += one(mk_target("external", py(e.mobile), f"{name} (mobile)", 0, timeout))
+        self.depth += 1
+        failed = self.icm_failed(number, &on_failure, f"ICM: ext {ext} did not take the call")
+        self.depth -= 1
+        return one(mk_ring(targets, "simultaneous", timeout, why + notes, failed, failed, failed, None))
+
+    cdef tuple icm_failed(self, str number, Dest* queue, str prefix):
+        """The manager cannot take the call: the ICM queue if any, then always the normal route."""
+        back = one(mk3(Continue, f"normal:{number}", f"{prefix}: back to the normal route of +{number}",
+                       "continue"))
+        if queue.kind == K_NONE:
+            return back
+        raw = self.get_ref(queue.ref, T_EXT)
+        return self.department(py(queue.ref), span(raw), f"{prefix} → ICM queue", (), back)
 
     cdef tuple internal(self, str called, bytes raw):
         cdef Emp e
@@ -871,21 +998,81 @@ cdef class _Decision:
         return one(mk3(Continue, f"then:{ext}/{condition}/{trail}",
                                       f"{prefix}: next step decided then", "continue"))
 
+    # -- referral status (rare: only employees flagged LIVE_REFERRAL) ------------
+
+    cdef object referral(self, str ext, Emp* e):
+        return referral_route.in_force(self.txn, self.dbs["referral"], self.dbs["company"], ext, py(e.company),
+                                       self.at)
+
+    cdef tuple status_steps(self, str ext, Emp* e, object status, int code, Dest* to, str why, tuple path):
+        """Tell the caller why, then the status's action (divert, alternate number or voicemail)."""
+        cdef Dest alt
+        cdef bytes alt_ref
+        why = f"{why} is {status.text}"
+        note = ""
+        if code == A_DIVERT or code == A_ALTERNATE:
+            if code == A_DIVERT:
+                label = "status divert"
+                blocked = self.blocked(to, path)
+            else:
+                dest, label = referral_route.alternate(self.txn, self.dbs["ext"], self.dbs["company"], status,
+                                                       py(e.company))
+                blocked = label
+                if dest is not None:
+                    alt_ref = (<str>dest.ref).encode()
+                    alt.kind = KIND_CODES[dest.kind]
+                    alt.ref = span(alt_ref)
+                    alt.greet.n = 0
+                    to = &alt
+                    blocked = self.blocked(to, path)
+            if blocked is None:
+                return one(status.say) + self.destination(to, f"{why}, {label}", path)
+            note = f"; {blocked}"
+        return (status.say, mk3(Voicemail, ext, f"{why}{note} → voicemail {ext}", "voicemail"))
+
+    cdef tuple status_first(self, str ext, Emp* e, str why, tuple path, Live* live):
+        """``(steps, notes)``: the steps when the employee's status decides the call (None
+        otherwise) and the note a ring carries when the status says "ring anyway"; fills ``live``."""
+        cdef Dest to
+        cdef int code
+        self.live(e.slot, live)
+        if live.referral:
+            status = self.referral(ext, e)
+            if status is not None:
+                code = action_of(e, status.interval.status, &to)
+                if code != A_RING:
+                    return self.status_steps(ext, e, status, code, &to, why, path), ""
+                return None, f"; {status.text}: ringing anyway"
+        return None, ""
+
+    cdef object member_unavailable(self, str member):
+        """Why a department member with a status is skipped (None: ring them)."""
+        cdef Emp e
+        cdef Dest to
+        raw = self.get(member, T_EXT)
+        read_employee(span(raw), &e)
+        status = self.referral(member, &e)
+        if status is None or action_of(&e, status.interval.status, &to) == A_RING:
+            return None
+        return referral_route.WORDS.get(status.shown, f"status {status.shown}")
+
     cdef tuple employee(self, str ext, Emp* e, str why, tuple path):
         cdef Live live
-        cdef int timeout
+        cdef Dest to
+        cdef int timeout, code
         path = path + (ext,)
         self.ring_timeout = e.ring_timeout
         entry = slot_entry_of(e.slot, ext, e.name)
         name = entry[1]
         why = f"{why} → ext {ext} ({name})"
-        notes = ""
+        steps, notes = self.status_first(ext, e, why, path, &live)
+        if steps is not None:
+            return steps
         if e.always.kind != K_NONE:
             blocked = self.blocked(&e.always, path)
             if blocked is None:
-                return self.destination(&e.always, f"{why} diverts all calls", path)
-            notes = f"; {blocked}"
-        self.live(e.slot, &live)
+                return self.destination(&e.always, f"{why}{notes} diverts all calls", path)
+            notes += f"; {blocked}"
         if live.known and not live.registered:
             return self.unreachable_steps(ext, e, f"{why} is not registered{notes}", path)
         if live.calls > 0:
@@ -962,7 +1149,8 @@ cdef class _Decision:
                 return self.no_answer_steps(&e, f"mobile of ext {ext} did not answer", path)
         return hangup("UNALLOCATED_NUMBER", f"{address}: no fallback '{condition}' for ext {ext}")
 
-    cdef tuple department(self, str ext, Str record, str why, tuple path):
+    cdef tuple department(self, str ext, Str record, str why, tuple path, tuple after=None):
+        """Ring the group; ``after`` (ICM's way back to the normal route) replaces its own no-answer route."""
         cdef Cur c
         cdef Str s, m, n
         cdef Dest no_answer
@@ -1005,6 +1193,10 @@ cdef class _Decision:
                 if skipped is None:
                     skipped = []
                 skipped.append(f"{member} on a call")
+            elif live.referral and (word := self.member_unavailable(member)) is not None:
+                if skipped is None:
+                    skipped = []
+                skipped.append(f"{member} {word}")
             elif strategy == 0:
                 targets.append(slot_target(entry, 0, timeout))
             elif strategy == 1:
@@ -1018,10 +1210,14 @@ cdef class _Decision:
         if skipped is not None:
             why += "; skipped " + ", ".join(skipped)
         if not targets:
+            if after is not None:
+                return after
             return self.nobody(&no_answer, f"{why}: nobody available", path)
         total = elapsed if strategy == 1 else timeout
         reason = f"dept {ext} ({name}): nobody answered"
-        if self.depth:
+        if after is not None:
+            rest = after
+        elif self.depth:
             rest = self.cont(ext, "nobody", ",".join(path), reason)
         else:
             self.depth += 1

@@ -114,6 +114,11 @@ def lookup(store, str company, str caller, now, int max_age=0, tuple order=SOURC
         txn.abort()
 
 
+def lookup_in(txn, store, str company, str caller, now, int max_age=0, tuple order=SOURCES):
+    """The lookup inside a read transaction the caller owns (the compiled engine's ICM step)."""
+    return lookup_txn(txn, store, company, caller, int(now), max_age, order)
+
+
 cdef object lookup_txn(object txn, object store, str company, str caller, int64_t at, int max_age, tuple order):
     """The lookup inside a read transaction the caller owns (the compiled engine's, for the ICM step)."""
     cdef int64_t when, generation = 0, checked

@@ -32,6 +32,8 @@ from . import records as rec
 from .errors import PhoneNumberError
 from .model import Destination
 from .phone import to_e164
+from .icm_lookup import lookup_in as icm_lookup_in, reason as icm_reason
+from .referral_route import WORDS, alternate, in_force
 from .route_plan import Announce, Continue, Fax, Hangup, Ivr, Ring, RoutePlan, Target, Voicemail
 
 MAX_HOPS = 5
@@ -69,6 +71,7 @@ def decide(store, called: str, caller: str, now: float) -> RoutePlan:
     at = int(now)
     with store.read() as txn:
         ctx = _Decision(store, txn, caller, at)
+        ctx.store = store
         steps = ctx.route(called)
     return RoutePlan(called, caller, at, ctx.company, steps)
 
@@ -103,6 +106,8 @@ class _Decision:
             return self._ivr_address(called)
         if called.startswith("then:"):
             return self._then(called)
+        if called.startswith("normal:"):
+            return self._normal(called)
         raw = self._get("number", called)
         if raw is not None:
             return self._number(rec.decode_number(called, raw))
@@ -111,10 +116,10 @@ class _Decision:
             return self._internal(called, raw)
         return self._outbound_or_unknown(called)
 
-    def _number(self, n: rec.NumberRec) -> tuple:
+    def _number(self, n: rec.NumberRec, icm: bool = True) -> tuple:
         self.company = n.company
         if n.mode == rec.MODE_ALWAYS:
-            return self._destination(n.open, f"number +{n.number} routes around the clock", ())
+            return self._open(n, f"number +{n.number} routes around the clock", icm)
         sched = n.schedule
         local = dt.datetime.fromtimestamp(self.at, _zone(sched.tz.name))
         day = WEEKDAY_NAMES[local.weekday()]
@@ -126,9 +131,67 @@ class _Decision:
         when = f"{day} {local.hour:02d}:{local.minute:02d} in {sched.tz.name}"
         for start, end in sched.hours[local.weekday()]:
             if start <= minute < end:
-                return self._destination(n.open, f"{when}: working hours of schedule '{sched.key}'", ())
+                return self._open(n, f"{when}: working hours of schedule '{sched.key}'", icm)
         why = f"{when}: outside working hours of schedule '{sched.key}', non-working hours route"
         return self._destination(n.closed, why, ())
+
+    # -- ICM: a returning caller reaches their manager ---------------------------
+
+    def _open(self, n: rec.NumberRec, why: str, icm: bool) -> tuple:
+        """The working-hours route; with an ICM step, the caller's manager first."""
+        if icm and n.icm is not None:
+            return self._icm(n, why)
+        return self._destination(n.open, why, ())
+
+    def _normal(self, address: str) -> tuple:
+        """``normal:<number>``: the number's route without its ICM step (ICM could not connect)."""
+        number = address[7:]
+        raw = self._get("number", number) if number.isdigit() else None
+        if raw is None:
+            return (Hangup("UNALLOCATED_NUMBER", f"{address}: no such company number"),)
+        return self._number(rec.decode_number(number, raw), icm=False)
+
+    def _icm(self, n: rec.NumberRec, why: str) -> tuple:
+        icm = n.icm
+        found = icm_lookup_in(self.txn, self.store, n.company, self.caller, self.at, icm.max_age_days * 86400,
+                              icm.sources)
+        if found is None:
+            if icm.default is not None:
+                return self._destination(icm.default, f"{why}; ICM: no manager known for this caller, default", ())
+            return self._destination(n.open, f"{why}; ICM: no manager known for this caller, normal route", ())
+        ext, source, when = found
+        zone = rec.decode_company(self._get("company", n.company)).timezone
+        why = f"{why}; {icm_reason(ext, source, when, zone)}"
+        if ext in icm.exceptions:
+            return self._destination(n.open, f"{why}, an ICM exception: normal route", ())
+        e = rec.decode_employee(ext, self._get("ext", ext))
+        path = (ext,)
+        why = f"{why} → ext {ext} ({e.name})"
+        steps, notes, live = self._status_first(e, why, path)
+        if steps is not None:
+            return steps
+        if e.always is not None and self._blocked(e.always, path) is None:
+            return self._destination(e.always, f"{why}{notes} diverts all calls", path)
+        if live is not None and live.registered_known and not live.registered:
+            return self._icm_failed(n, f"{why}{notes} is not registered")
+        if live is not None and live.active_calls > 0:
+            return self._icm_failed(n, f"{why}{notes} is on a call")
+        targets = (Target("extension", ext, e.name, 0, icm.timeout),)
+        if icm.ring == "manager_and_mobile" and e.mobile:
+            targets += (Target("external", e.mobile, f"{e.name} (mobile)", 0, icm.timeout),)
+        self.depth += 1
+        failed = self._icm_failed(n, f"ICM: ext {ext} did not take the call")
+        self.depth -= 1
+        return (Ring(targets, "simultaneous", icm.timeout, why + notes, failed, failed, failed),)
+
+    def _icm_failed(self, n: rec.NumberRec, prefix: str) -> tuple:
+        """The manager cannot take the call: the ICM queue if any, then always the normal route."""
+        back = (Continue(f"normal:{n.number}", f"{prefix}: back to the normal route of +{n.number}"),)
+        if n.icm.on_failure is None:
+            return back
+        queue = n.icm.on_failure.ref
+        d = rec.decode_department(queue, self._get("ext", queue))
+        return self._department(d, f"{prefix} → ICM queue", (), after=back)
 
     def _internal(self, called: str, raw) -> tuple:
         target = rec.decode_extension(called, raw)
@@ -285,17 +348,61 @@ class _Decision:
     def _continue(self, ext: str, condition: str, path: tuple, prefix: str) -> tuple:
         return (Continue(f"then:{ext}/{condition}/{','.join(path)}", f"{prefix}: next step decided then"),)
 
+    # -- referral status --------------------------------------------------------
+
+    def _referral(self, extension: str, company: str):
+        return in_force(self.txn, self.db["referral"], self.db["company"], extension, company, self.at)
+
+    def _status_steps(self, e: rec.EmployeeRec, status, action: rec.ActionRec, why: str, path: tuple) -> tuple:
+        """Tell the caller why, then the status's action (divert, alternate number or voicemail)."""
+        why = f"{why} is {status.text}"
+        note = ""
+        if action.action in ("divert", "alternate"):
+            if action.action == "divert":
+                dest, label = action.to, "status divert"
+            else:
+                dest, label = alternate(self.txn, self.db["ext"], self.db["company"], status, e.company)
+            blocked = self._blocked(dest, path) if dest is not None else label
+            if blocked is None:
+                return (status.say,) + self._destination(dest, f"{why}, {label}", path)
+            note = f"; {blocked}"
+        return (status.say, Voicemail(e.extension, f"{why}{note} → voicemail {e.extension}"))
+
+    def _status_first(self, e: rec.EmployeeRec, why: str, path: tuple):
+        """``(steps, notes, live)``: the steps when the employee's status decides the call (None
+        otherwise), the note a ring carries when the status says "ring anyway", and the presence."""
+        live = self._live(e.slot)
+        if live is not None and live.referral:
+            status = self._referral(e.extension, e.company)
+            if status is not None:
+                action = e.referral_action(status.interval.status)
+                if action.action != "ring":
+                    return self._status_steps(e, status, action, why, path), "", live
+                return None, f"; {status.text}: ringing anyway", live
+        return None, "", live
+
+    def _member_unavailable(self, member: str, live: rec.LiveRec | None) -> str | None:
+        """Why a department member with a status is skipped (None: ring them)."""
+        if live is None or not live.referral:
+            return None
+        e = rec.decode_employee(member, self._get("ext", member))
+        status = self._referral(member, e.company)
+        if status is None or e.referral_action(status.interval.status).action == "ring":
+            return None
+        return WORDS.get(status.shown, f"status {status.shown}")
+
     def _employee(self, e: rec.EmployeeRec, why: str, path: tuple) -> tuple:
         ext = e.extension
         path = path + (ext,)
         why = f"{why} → ext {ext} ({e.name})"
-        notes = ""
+        steps, notes, live = self._status_first(e, why, path)
+        if steps is not None:
+            return steps
         if e.always is not None:
             blocked = self._blocked(e.always, path)
             if blocked is None:
-                return self._destination(e.always, f"{why} diverts all calls", path)
-            notes = f"; {blocked}"
-        live = self._live(e.slot)
+                return self._destination(e.always, f"{why}{notes} diverts all calls", path)
+            notes += f"; {blocked}"
         if live is not None and live.registered_known and not live.registered:
             return self._unreachable_steps(e, f"{why} is not registered{notes}", path)
         if live is not None and live.active_calls > 0:
@@ -325,7 +432,8 @@ class _Decision:
             return (Hangup("NO_ANSWER", f"{reason}; {blocked}"),)
         return self._destination(d.no_answer, reason, path)
 
-    def _department(self, d: rec.DepartmentRec, why: str, path: tuple) -> tuple:
+    def _department(self, d: rec.DepartmentRec, why: str, path: tuple, after: tuple | None = None) -> tuple:
+        """Ring the group; ``after`` (ICM's way back to the normal route) replaces its own no-answer route."""
         ext = d.extension
         path = path + (ext,)
         why = f"{why} → dept {ext} ({d.name}), {d.strategy}"
@@ -336,11 +444,15 @@ class _Decision:
                 skipped.append(f"{member} not registered")
             elif live is not None and live.active_calls > 0:
                 skipped.append(f"{member} on a call")
+            elif (word := self._member_unavailable(member, live)) is not None:
+                skipped.append(f"{member} {word}")
             else:
                 available.append((member, name))
         if skipped:
             why += "; skipped " + ", ".join(skipped)
         if not available:
+            if after is not None:
+                return after
             return self._nobody(d, f"{why}: nobody available", path)
         targets = []
         if d.strategy == "simultaneous":
@@ -363,7 +475,9 @@ class _Decision:
                 targets.append(Target("extension", m, n, delay, d.timeout - delay))
             total = d.timeout
         reason = f"dept {ext} ({d.name}): nobody answered"
-        if self.depth:
+        if after is not None:
+            rest = after
+        elif self.depth:
             rest = self._continue(ext, "nobody", path, reason)
         else:
             self.depth += 1

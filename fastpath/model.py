@@ -187,13 +187,13 @@ class Company:
     ring_timeout: int = 60              # how long a phone rings when nothing else is configured
     outbound_caller_id: str | None = None   # E.164 digits shown on calls out
     city_code: str | None = None        # area code for local numbers without one
-    language: str = "en"                # of the phrases callers hear (FreeSWITCH say/phrase language)
-    statuses: tuple[str, ...] = REFERRAL_STATUSES   # built-in ones, then the company's own
     employees: tuple[Employee, ...] = ()
     departments: tuple[Department, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     numbers: tuple[Number, ...] = ()
     ivr_menus: tuple[IvrMenu, ...] = ()
+    language: str = "en"                # of the phrases callers hear (FreeSWITCH say/phrase language)
+    statuses: tuple[str, ...] = REFERRAL_STATUSES   # built-in ones, then the company's own
 
 
 @dataclass(frozen=True, slots=True)

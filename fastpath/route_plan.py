@@ -1,7 +1,7 @@
 """Route plans: the engine's answer, as plain immutable data.
 
 A plan is what the ESL app executes and what ``switchboard explain`` prints.
-Steps run in order.  ``announce`` plays and carries on; ``ring`` ends the call
+Steps run in order.  ``announce`` and ``say`` play and carry on; ``ring`` ends the call
 when someone answers, otherwise it runs the sub-plan for how it failed
 (``on_busy`` / ``on_no_answer`` / ``on_unreachable``) — or, where that is None,
 the next step.  ``ivr``, ``voicemail``, ``fax`` and ``hangup`` end the plan.
@@ -41,6 +41,22 @@ class Announce(NamedTuple):
     sound: str
     reason: str
     action: str = "announce"
+
+
+class Say(NamedTuple):
+    """A FreeSWITCH phrase macro (say/phrase features: no recorded file per time).
+
+    ``data`` is the macro's input, e.g. ``"2001:meeting:1795001400"`` for
+    ``referral_status`` (extension, status, back-at POSIX seconds or 0);
+    ``timezone`` is the zone the time is said in, ``language`` the phrase language.
+    """
+
+    phrase: str
+    data: str
+    language: str
+    timezone: str
+    reason: str
+    action: str = "say"
 
 
 class Ring(NamedTuple):
@@ -93,7 +109,7 @@ class Hangup(NamedTuple):
     action: str = "hangup"
 
 
-Step = Union[Announce, Ring, Ivr, Voicemail, Fax, Hangup, Continue]
+Step = Union[Announce, Say, Ring, Ivr, Voicemail, Fax, Hangup, Continue]
 OUTCOMES = ("on_busy", "on_no_answer", "on_unreachable")
 
 
@@ -128,6 +144,8 @@ def to_json(plan: RoutePlan, **kwargs) -> str:
 def _describe(step: Step) -> str:
     if step.action == "announce":
         return f"play {step.sound}"
+    if step.action == "say":
+        return f"say phrase {step.phrase} ({step.data}) in {step.language}, times in {step.timezone}"
     if step.action == "ring":
         legs = []
         for t in step.targets:

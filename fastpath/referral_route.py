@@ -1,0 +1,104 @@
+"""The referral status of an employee at call time, as both engines route it.
+
+The engines differ in how they read records and build steps, not in what a
+status means; that part is here, once: which status is in force
+(:mod:`fastpath.referral_status`), until when, how it reads in a plan's reason
+("meeting until 14:30 (calendar: 'm Board meeting')"), what the caller is told
+(the ``referral_status`` phrase macro of ``freeswitch_conf/``), and where a
+status's alternate number leads.
+
+It runs only for employees whose presence entry carries ``LIVE_REFERRAL``
+(set by the store whenever statuses are stored for them), so the common call
+pays nothing for it.  Privacy: a status whose visibility is not ``everyone`` is
+said and explained as plain "busy", without its reason or alternate.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+from . import records as rec
+from .errors import PhoneNumberError
+from .model import Destination
+from .phone import to_e164
+from .referral_status import status_at, until as status_until
+from .route_plan import Say
+
+PHRASE = "referral_status"
+#: How a status reads in a reason; company-defined ones read as their name.
+WORDS = {"meeting": "in a meeting", "lunch": "at lunch", "vacation": "on vacation", "sick": "off sick",
+         "away": "away", "busy": "busy"}
+
+
+class Referral(NamedTuple):
+    interval: rec.ReferralInterval
+    until: int | None          # when the status in force ends (None: open-ended)
+    shown: str                 # the status as callers and the plan see it ("busy" when private)
+    text: str                  # for reasons: "in a meeting until 14:30 (calendar: 'm Board meeting')"
+    say: Say                   # the announcement step
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _until_text(until: int | None, at: int, zone: str) -> str:
+    if until is None:
+        return "until further notice"
+    tz = _zone(zone)
+    end, now = dt.datetime.fromtimestamp(until, tz), dt.datetime.fromtimestamp(at, tz)
+    if end.date() == now.date():
+        return f"until {end:%H:%M}"
+    day = f"{end:%A} {end.day} {end:%B}" + (f" {end.year}" if end.year != now.year else "")
+    return f"until {day}" if (end.hour, end.minute) == (0, 0) else f"until {day} {end:%H:%M}"
+
+
+def in_force(txn, referral_db, company_db, extension: str, company: str, at: int) -> Referral | None:
+    """The status ``extension`` has at ``at`` (None when none or ``available``)."""
+    prefix = extension.encode() + b"/"
+    by_source = {}
+    cursor = txn.cursor(db=referral_db)
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not bytes(key).startswith(prefix):
+                break
+            by_source[bytes(key[len(prefix):]).decode()] = rec.decode_referrals(value)
+    interval = status_at(by_source, at)
+    if interval is None or interval.status == "available":
+        return None
+    ends = status_until(by_source, at)
+    info = rec.decode_company(txn.get(company.encode(), db=company_db))
+    visible = interval.visibility == "everyone"
+    shown = interval.status if visible else "busy"
+    when = _until_text(ends, at, info.timezone)
+    word = WORDS.get(shown, f"status {shown}")
+    source = interval.source or "manual"
+    detail = f"{source}: '{interval.reason}'" if visible and interval.reason else source
+    text = f"{word} {when} ({detail})" if visible else f"{word} {when} (private {source.split(':')[0]} status)"
+    say = Say(PHRASE, f"{extension}:{shown}:{ends or 0}", info.language, info.timezone,
+              f"tell the caller: ext {extension} is {word} {when}")
+    return Referral(interval, ends, shown, text, say)
+
+
+def alternate(txn, ext_db, company_db, referral: Referral, company: str) -> tuple[Destination | None, str]:
+    """Where the status's alternate number leads: an extension of the company or an external number.
+
+    Returns ``(destination, note)``; None (with why) when there is none or it is unusable.
+    """
+    number = referral.interval.alternate.strip()
+    if not number or referral.shown == "busy":
+        return None, "no alternate number given"
+    raw = txn.get(number.encode(), db=ext_db) if number.isdigit() and len(number) <= 6 else None
+    if raw is not None:
+        found = rec.decode_extension(number, raw)
+        if found.company == company:
+            kind = "department" if raw[0] == rec.REC_DEPARTMENT else "employee"
+            return Destination(kind, number), f"alternate ext {number}"
+    country = rec.decode_company(txn.get(company.encode(), db=company_db)).country
+    try:
+        return Destination("external", to_e164(number, country)), f"alternate +{to_e164(number, country)}"
+    except PhoneNumberError as exc:
+        return None, f"alternate {number!r} unusable: {exc}"

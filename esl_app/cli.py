@@ -117,6 +117,70 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _time_arg(text: str | None, zone: str, flag: str) -> int | None:
+    """--from/--until: ISO 8601, or HH:MM today in the company's zone."""
+    if text is None:
+        return None
+    if len(text) in (4, 5) and ":" in text:
+        hours, _, minutes = text.partition(":")
+        if hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
+            today = dt.datetime.now(ZoneInfo(zone)).replace(hour=int(hours), minute=int(minutes), second=0,
+                                                            microsecond=0)
+            return int(today.timestamp())
+    try:
+        return int(_parse_at(text, zone))
+    except SwitchboardError:
+        raise SwitchboardError(f"{flag} {text!r}: give HH:MM (today) or an ISO 8601 time") from None
+
+
+def cmd_set_status(args) -> int:
+    from .status_setting import set_status
+
+    with Store(args.store, create=False) as store:
+        zone = store.timezone_of(args.extension) or "UTC"
+        start = _time_arg(args.start, zone, "--from") or int(dt.datetime.now(dt.timezone.utc).timestamp())
+        end = _time_arg(args.until, zone, "--until")
+        written = set_status(store, args.by or args.extension, args.extension, args.status, start=start, end=end,
+                             reason=args.reason, alternate=args.alternate, visibility=args.visibility,
+                             every=args.every, duration=args.duration * 60 if args.duration else None)
+    first = dt.datetime.fromtimestamp(written[0].start, ZoneInfo(zone))
+    last = dt.datetime.fromtimestamp(written[-1].end, ZoneInfo(zone))
+    print(f"ext {args.extension}: {args.status} from {first:%Y-%m-%d %H:%M} until {last:%Y-%m-%d %H:%M}"
+          + (f" ({len(written)} occurrences)" if args.every else "") + f", set by ext {args.by or args.extension}")
+    return 0
+
+
+def cmd_clear_status(args) -> int:
+    from .status_setting import clear_status
+
+    with Store(args.store, create=False) as store:
+        cleared = clear_status(store, args.by or args.extension, args.extension)
+    print(f"ext {args.extension}: cleared {', '.join(cleared)} status" if cleared
+          else f"ext {args.extension}: no manual status to clear")
+    return 0
+
+
+def add_status_setting_cli(sub) -> None:
+    p = sub.add_parser("set-status", help="set an employee's referral status by hand (overrides the calendar)")
+    p.add_argument("extension")
+    p.add_argument("status", help="meeting, lunch, vacation, sick, away, available or a company-defined one")
+    p.add_argument("--by", default=None, metavar="EXT",
+                   help="who sets it: the employee (default), an admin or someone they authorised")
+    p.add_argument("--from", dest="start", default=None, metavar="TIME", help="HH:MM today or ISO (default now)")
+    p.add_argument("--until", default=None, metavar="TIME", help="HH:MM today or ISO (default: until cleared)")
+    p.add_argument("--reason", default="", help="what callers allowed to see it are told")
+    p.add_argument("--alternate", default="", help="an extension or number to reach instead")
+    p.add_argument("--visibility", default="everyone", choices=("everyone", "receptionists", "nobody"))
+    p.add_argument("--every", default=None, metavar="RRULE",
+                   help="recurring, e.g. FREQ=WEEKLY;BYDAY=MO (from --from, a year of occurrences)")
+    p.add_argument("--duration", type=int, default=None, metavar="MINUTES", help="length of each occurrence")
+    p.set_defaults(func=cmd_set_status)
+    p = sub.add_parser("clear-status", help="clear an employee's manual status (the calendar applies again)")
+    p.add_argument("extension")
+    p.add_argument("--by", default=None, metavar="EXT", help="who clears it (default: the employee)")
+    p.set_defaults(func=cmd_clear_status)
+
+
 def cmd_reception(args) -> int:
     from .reception import reception_report, render_reception
 
@@ -253,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fsconf_cli(sub)
     add_icm_cli(sub)
+    add_status_setting_cli(sub)
 
     p = sub.add_parser("sync", help="sync employees' calendars (Exchange, Office 365, CalDAV) into referral "
                                     "statuses; runs until SIGTERM unless --once")

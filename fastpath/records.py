@@ -338,6 +338,7 @@ class CompanyRec:
     outbound_caller_id: str
     city_code: str
     language: str = "en"
+    statuses: tuple[str, ...] = ()          # every status the company knows (built-in and its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,7 +486,8 @@ def encode_ivr(rec: IvrRec) -> bytes:
 def encode_company(rec: CompanyRec) -> bytes:
     return (Writer(REC_COMPANY).str(rec.id).str(rec.name).str(rec.country).str(rec.timezone)
             .str(rec.sip_domain).u16(rec.no_answer_seconds).u16(rec.ring_timeout)
-            .str(rec.outbound_caller_id).str(rec.city_code).str(rec.language).bytes())
+            .str(rec.outbound_caller_id).str(rec.city_code).str(rec.language)
+            .str(",".join(rec.statuses)).bytes())
 
 
 def live_key(slot: int) -> bytes:
@@ -605,7 +607,8 @@ def decode_ivr(data) -> IvrRec:
 
 def decode_company(data) -> CompanyRec:
     r = Reader(data, REC_COMPANY)
-    return CompanyRec(r.str(), r.str(), r.str(), r.str(), r.str(), r.u16(), r.u16(), r.str(), r.str(), r.str())
+    fields = (r.str(), r.str(), r.str(), r.str(), r.str(), r.u16(), r.u16(), r.str(), r.str(), r.str())
+    return CompanyRec(*fields, tuple(filter(None, r.str().split(","))))
 
 
 LIVE_BLOCK_SIZE = _HEAD.size + LIVE_BLOCK * _LIVE_ENTRY.size

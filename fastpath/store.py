@@ -679,7 +679,7 @@ def _encode_config(config: Config, slots: dict[str, int]):
         yield ("company", company.id.encode()), rec.encode_company(rec.CompanyRec(
             company.id, company.name, company.country, company.timezone, company.sip_domain,
             company.no_answer_seconds, company.ring_timeout, company.outbound_caller_id or "",
-            company.city_code or "", company.language))
+            company.city_code or "", company.language, company.statuses))
         yield ("dial", company.id.encode()), compile_rules(company.country, company.city_code or None)
         names = {e.extension: e.name for e in company.employees}
         ext_records = {}

@@ -65,7 +65,7 @@ from typing import Callable
 
 from fastpath.route_plan import Hangup, RoutePlan
 
-from . import dial_string
+from . import dial_string, feature_codes
 from .esl_protocol import EslParser, EslProtocolError, Event, Message, encode_command, encode_sendmsg
 
 __all__ = [
@@ -96,6 +96,11 @@ _CALLED = re.compile(r"\+?[0-9*#]{1,32}")
 _EXTENSION_LIKE = re.compile(r"[0-9]{2,6}")
 #: Sound files and tone streams from the config: one word, nothing FreeSWITCH
 #: would expand (``$``), split (``!``, spaces) or unquote.
+# What a say step may carry into an ESL command (the engine writes them from config, still checked).
+_PHRASE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_PHRASE_DATA = re.compile(r"[A-Za-z0-9_:.-]{1,128}")
+_LANGUAGE = re.compile(r"[a-z]{2}")
+_ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+/-]{0,63}")
 _SOUND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./:@+=%,()-]{0,255}")
 _IVR_DIGITS = "0123456789*#"
 
@@ -659,6 +664,9 @@ class Executor:
         if not self.call.called:
             return RoutePlan(self.call.raw_called, self.call.caller, int(self.clock()), "", (Hangup(
                 "UNALLOCATED_NUMBER", "destination is not a dialable number"),))
+        if feature_codes.is_feature_code(self.call.called):
+            return feature_codes.handle(self.store, self.call.called, self.call.caller, self.call.authenticated,
+                                        self.clock())
         self.report.decisions += 1
         return self.decide(self.store, self.call.called, self.call.caller, self.clock())
 
@@ -710,6 +718,8 @@ class Executor:
             action = step.action
             if action == "announce":
                 self._announce(step)
+            elif action == "say":
+                self._say(step)
             elif action == "ring":
                 sub = self._ring(step)
                 if sub is not None:
@@ -765,6 +775,17 @@ class Executor:
             return
         self._ensure_answered()
         self._execute("playback", sound, self.settings.playback_timeout)
+
+    def _say(self, step) -> None:
+        """A phrase macro (e.g. ``referral_status``): times said in the step's zone, in its language."""
+        if not (_PHRASE.fullmatch(step.phrase) and _PHRASE_DATA.fullmatch(step.data)
+                and _LANGUAGE.fullmatch(step.language) and _ZONE.fullmatch(step.timezone)):
+            self.report.notes.append(f"unsayable phrase {step.phrase!r} ({step.data!r}) skipped")
+            return
+        self._ensure_answered()
+        self._execute("multiset", f"timezone={step.timezone} default_language={step.language}",
+                      self.settings.command_timeout)
+        self._execute("phrase", f"{step.phrase},{step.data}", self.settings.playback_timeout)
 
     def _ivr(self, step) -> str:
         """Play the menu, collect one digit; the address to decide next."""

@@ -104,6 +104,7 @@ TEMPLATES = {
     "sip_profiles/external/carrier.xml": "sip_profiles/external/{gateway}.xml",
     "switchboard_vars.xml": "switchboard_vars.xml",
     "switchboard_carrier.xml": "switchboard_carrier.xml",
+    "lang/en/ivr/switchboard-en.xml": "lang/en/ivr/switchboard-en.xml",
 }
 #: Written only when absent: the operator edits them (carrier credentials).
 OPERATOR_OWNED = frozenset({"switchboard_carrier.xml"})

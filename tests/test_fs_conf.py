@@ -596,3 +596,42 @@ def test_a1_hash_is_what_sofia_computes(store):
     with store.read() as txn:
         employee = rec.decode_employee("2001", txn.get(b"2001", db=store.db["ext"]))
     assert employee.a1_hash == hashlib.md5(b"2001:sip.acme.example:correct horse battery staple").hexdigest()
+
+
+def _phrase_actions(macro, data: str) -> list[str]:
+    """What FreeSWITCH's phrase engine plays for ``data``: inputs in order, break_on_match honoured."""
+    import re as _re
+    played = []
+    for node in macro.findall("input"):
+        found = _re.search(node.get("pattern"), data)
+        if not found:
+            continue
+        for action in node.find("match"):
+            value = action.get("data")
+            for i, group in enumerate(found.groups(), 1):
+                value = value.replace(f"${i}", group or "")
+            played.append(f"{action.get('function')} {value}")
+        if node.get("break_on_match") == "true":
+            break
+    return played
+
+
+@pytest.mark.parametrize("status, prompt", [
+    ("meeting", "is_in_a_meeting"), ("lunch", "is_at_lunch"), ("vacation", "is_on_vacation"),
+    ("sick", "is_off_sick"), ("away", "is_away"), ("busy", "is_not_available"),
+    ("training", "is_not_available"), ("available", "is_available")])
+def test_the_referral_phrase_says_every_status_the_engines_produce(status, prompt):
+    import xml.etree.ElementTree as ET
+    from fastpath.model import REFERRAL_STATUSES
+    from fastpath.referral_route import WORDS
+    root = ET.parse(Path(fs_conf.default_template_dir()) / "lang/en/ivr/switchboard-en.xml").getroot()
+    macro = root.find("macro[@name='referral_status']")
+    assert set(REFERRAL_STATUSES) - {"available"} <= set(WORDS)
+    timed = _phrase_actions(macro, f"2001:{status}:1795001400")
+    assert timed[:3] == ["play-file ivr/ivr-extension_number.wav", "say 2001",
+                         f"play-file switchboard/{prompt}.wav"]
+    if status == "available":
+        assert len(timed) == 3
+    else:
+        assert timed[3:] == ["play-file switchboard/until.wav", "say 1795001400"]
+    assert len(_phrase_actions(macro, f"2001:{status}:0")) == 3          # open-ended: no "until"

@@ -401,6 +401,24 @@ def _route_actions(company: str, called: str, outbound: str, max_call_seconds: i
     return actions
 
 
+#: Phone feature codes (esl_app/feature_codes.py) and numbers phones dial out (E.164 or national).
+FEATURE_CODE_PATTERN = r"^(\*3[0-3][0-9*]{0,16})$"
+OUTBOUND_PATTERN = r"^(\+?[0-9]{7,20})$"      # never an extension (2-6 digits); short codes need a carrier route
+
+
+def _phone_only_extensions(cid: str, outbound: str, max_call_seconds: int) -> list[ET.Element]:
+    """Feature codes and outbound calls of company ``cid``'s phones: Switchboard decides (the
+    engine routes an employee's outbound call through the gateway); without Switchboard they
+    fail at once -- the static fallback rings the operators, which is no answer to either."""
+    out = []
+    for name, pattern in (("feature-codes", FEATURE_CODE_PATTERN), ("outbound", OUTBOUND_PATTERN)):
+        actions = [a for a in _route_actions(cid, "$1", outbound, max_call_seconds) if a[0] != "transfer"]
+        actions.append(("hangup", "NORMAL_TEMPORARY_FAILURE"))
+        out.append(_extension(f"{cid}-{name}", [(f"${{{COMPANY_VARIABLE}}}", f"^{re.escape(cid)}$"),
+                                                ("destination_number", pattern)], actions))
+    return out
+
+
 def _route_extensions(routes: _Routes, outbound: str, max_call_seconds: int, *,
                       with_extensions: bool) -> list[ET.Element]:
     out = []
@@ -423,6 +441,9 @@ def _route_extensions(routes: _Routes, outbound: str, max_call_seconds: int, *,
                     f"{cid}-national-{cc}{'-' + prefix if prefix else ''}-{i + 1}",
                     [("destination_number", f"^{re.escape(prefix)}({_alternation(chunk)})$")],
                     _route_actions(cid, f"{cc}$1", outbound, max_call_seconds)))
+    if with_extensions:         # after every company's numbers: a phone dialling one reaches it as such
+        for cid in sorted(routes.numbers):
+            out.extend(_phone_only_extensions(cid, outbound, max_call_seconds))
     return out
 
 

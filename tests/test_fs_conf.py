@@ -201,7 +201,10 @@ def test_dialplan_hands_calls_to_the_outbound_socket_server(rendered):
     assert sockets and set(sockets) == {f"{SERVICE.outbound.host}:{SERVICE.outbound.port} async full"}
     for extension in dialplan(out).iter("extension"):
         apps = [a.get("application") for a in extension.iter("action")]
-        if "socket" in apps:
+        if "socket" in apps and extension.get("name").endswith(("-feature-codes", "-outbound")):
+            # no static fallback for these: without Switchboard they fail at once
+            assert apps[apps.index("socket") + 1:] == ["log", "hangup"]
+        elif "socket" in apps:
             after = apps[apps.index("socket") + 1:]
             assert after[-1] == "transfer" and "hangup" not in after
             assert apps.index("sched_hangup") < apps.index("socket")
@@ -419,8 +422,8 @@ def test_phone_calls_are_routed_with_the_canonical_called_number(rendered, diall
 @pytest.mark.parametrize("dialled, variables", [
     ("3001", {fs_conf.COMPANY_VARIABLE: "acme"}),        # another company's extension
     ("2001", {}),                                        # no directory user
-    ("02079460000", {fs_conf.COMPANY_VARIABLE: "acme"}),  # ambiguous national form (Acme or Gamma)
     ("9999", {fs_conf.COMPANY_VARIABLE: "acme"}),
+    ("123456", {fs_conf.COMPANY_VARIABLE: "acme"}),       # extension-length: never dialled out
     ("ivr:acme/main", {fs_conf.COMPANY_VARIABLE: "acme"}),
 ])
 def test_phone_calls_elsewhere_are_refused(rendered, dialled, variables):
@@ -635,3 +638,18 @@ def test_the_referral_phrase_says_every_status_the_engines_produce(status, promp
     else:
         assert timed[3:] == ["play-file switchboard/until.wav", "say 1795001400"]
     assert len(_phrase_actions(macro, f"2001:{status}:0")) == 3          # open-ended: no "until"
+
+
+@pytest.mark.parametrize("dialled, name", [
+    ("*3011430", "acme-feature-codes"), ("*31", "acme-feature-codes"), ("*322001*3", "acme-feature-codes"),
+    ("+12125550100", "acme-outbound"), ("07400100001", "acme-outbound"),
+    ("02079460000", "acme-outbound"),      # ambiguous national form (Acme or Gamma): the engine reads it in GB
+])
+def test_phones_reach_switchboard_with_feature_codes_and_outbound_numbers(rendered, dialled, name):
+    out, _ = rendered
+    found, actions = hunt(contexts(out)[fs_conf.PHONE_CONTEXT], dialled, {fs_conf.COMPANY_VARIABLE: "acme"})
+    assert found == name
+    assert called(actions)[fs_conf.CALLED_VARIABLE] == dialled
+    assert action_data(actions, "hangup") == ["NORMAL_TEMPORARY_FAILURE"] and action_data(actions, "socket")
+    carrier, _ = hunt(contexts(out)[fs_conf.CARRIER_CONTEXT], dialled, {})
+    assert carrier == "switchboard-unrouted"          # the carrier reaches company numbers only

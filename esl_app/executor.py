@@ -608,6 +608,7 @@ def classify_failure(event: Event | None) -> tuple[str, str]:
 @dataclass(frozen=True)
 class ExecutorSettings:
     gateway: str = "carrier"
+    on_first_plan: Callable | None = None   # hook(call, plan) after the first decision (esl_app/icm_requests)
     fax_spool: str = "/var/spool/switchboard/fax"
     invalid_sound: str = "ivr/ivr-that_was_an_invalid_entry.wav"
     ivr_variable: str = "switchboard_ivr_choice"
@@ -668,7 +669,14 @@ class Executor:
             return feature_codes.handle(self.store, self.call.called, self.call.caller, self.call.authenticated,
                                         self.clock())
         self.report.decisions += 1
-        return self.decide(self.store, self.call.called, self.call.caller, self.clock())
+        plan = self.decide(self.store, self.call.called, self.call.caller, self.clock())
+        hook = self.settings.on_first_plan
+        if hook is not None:
+            try:
+                hook(self.call, plan)
+            except Exception:           # a side job (e.g. queueing a CRM lookup) never breaks a call
+                LOG.exception("uuid=%s on_first_plan hook failed", self.call.uuid)
+        return plan
 
     def run(self, plan: RoutePlan | None = None) -> CallReport:
         """Execute ``plan`` (default: :meth:`first_plan`) to the end; the report

@@ -48,7 +48,9 @@ from .crm.refresher import CrmRefresher
 from .crm.resolver import CrmResolver
 from .crm.secrets import SecretStore
 from .directory import make_app
+from .executor import ExecutorSettings
 from .fs_conf import read_store
+from .icm_requests import CrmMissRequests
 from .live_listener import LiveListener
 from .outbound_server import OutboundServer
 from .service_config import ServiceConfig
@@ -87,7 +89,11 @@ class Service:
                 self.calendars = build_worker(self.store, self.config.calendars)
             if self.config.crm:
                 self.crm = build_crm_refresher(self.store, self.config.crm)
-            self.outbound = OutboundServer.from_config(self.config, self.store)
+            options = {}
+            if self.crm is not None:     # ICM found nobody: have the CRMs asked about the caller, off the call path
+                options["settings"] = ExecutorSettings(gateway=self.config.gateway,
+                                                       on_first_plan=CrmMissRequests(self.store, self.crm))
+            self.outbound = OutboundServer.from_config(self.config, self.store, **options)
             self.outbound.start()
             directory = make_app(self.store, credentials=self.directory_credentials)
             self.http = WSGIServer((self.config.directory.host, self.config.directory.port),

@@ -29,7 +29,7 @@ from .engine_ref import MAX_HOPS, WEEKDAY_NAMES, _zone
 from .model import Destination
 from .records import KIND_CODES
 from . import referral_route
-from .icm_lookup import reason as icm_reason
+from .icm_lookup import NO_MANAGER, reason as icm_reason
 from . import _icm_lookup
 
 cdef enum:
@@ -712,8 +712,8 @@ cdef class _Decision:
                                       _ICM_ORDERS[codes])
         if found is None:
             if default_.kind != K_NONE:
-                return self.destination(&default_, f"{why}; ICM: no manager known for this caller, default", ())
-            return self.destination(open_, f"{why}; ICM: no manager known for this caller, normal route", (),
+                return self.destination(&default_, f"{why}; {NO_MANAGER}, default", ())
+            return self.destination(open_, f"{why}; {NO_MANAGER}, normal route", (),
                                     open_copy)
         ext = <str>found[0]
         raw = self.get(self.company, T_COMPANY)

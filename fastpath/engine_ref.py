@@ -32,7 +32,7 @@ from . import records as rec
 from .errors import PhoneNumberError
 from .model import Destination
 from .phone import to_e164
-from .icm_lookup import lookup_in as icm_lookup_in, reason as icm_reason
+from .icm_lookup import NO_MANAGER, lookup_in as icm_lookup_in, reason as icm_reason
 from .referral_route import WORDS, alternate, in_force
 from .route_plan import Announce, Continue, Fax, Hangup, Ivr, Ring, RoutePlan, Target, Voicemail
 
@@ -157,8 +157,8 @@ class _Decision:
                               icm.sources)
         if found is None:
             if icm.default is not None:
-                return self._destination(icm.default, f"{why}; ICM: no manager known for this caller, default", ())
-            return self._destination(n.open, f"{why}; ICM: no manager known for this caller, normal route", ())
+                return self._destination(icm.default, f"{why}; {NO_MANAGER}, default", ())
+            return self._destination(n.open, f"{why}; {NO_MANAGER}, normal route", ())
         ext, source, when = found
         zone = rec.decode_company(self._get("company", n.company)).timezone
         why = f"{why}; {icm_reason(ext, source, when, zone)}"

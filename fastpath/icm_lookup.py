@@ -120,6 +120,10 @@ def lookup_in(txn, store, company: str, caller: str, now: int, max_age: int = 0,
     return None
 
 
+#: How both engines' reasons say that ICM found nobody (esl_app/icm_requests.py looks for it
+#: to have the CRMs asked about the caller, off the call path).
+NO_MANAGER = "ICM: no manager known for this caller"
+
 SOURCE_NAMES = {"history": "call history", "amocrm": "amoCRM", "bitrix24": "Bitrix24", "megaplan": "Megaplan"}
 
 

@@ -99,6 +99,8 @@ def generate_company(employees: int = 10_000, departments: int = 1_000, numbers:
 
     return {"id": "big", "name": "Big Carrier Customer", "country": "GB", "timezone": "Europe/London",
             "outbound_caller_id": f"+{NUMBER_BASE}",
+            "referral": {"actions": {"meeting": {"action": "divert", "to": f"department:{dep_ext[0]}"},
+                                     "lunch": "ring", "vacation": "alternate"}},
             "employees": staff, "departments": groups, "schedules": schedules,
             "numbers": dids, "ivr": ivr}
 
@@ -115,6 +117,31 @@ def live_state(store, employees: int = 10_000, seed: int = 11) -> None:
         if roll >= 0.70:
             calls[ext] = 1
     store.replace_live(registered, calls)
+
+
+def referral_state(store, employees: int = 10_000, share: float = 0.1, seed: int = 13) -> int:
+    """Statuses as calendar sync and people write them: for ``share`` of the employees a
+    year of weekly one-hour meetings (calendar), for a third of those also two weeks of
+    vacation (manual, with an alternate number).  Returns how many employees have some."""
+    rnd = random.Random(seed)
+    from fastpath.records import ReferralInterval
+    start = int(dt.datetime(2026, 11, 2, 9, tzinfo=dt.timezone.utc).timestamp())
+    week = 7 * 86400
+    flagged = 0
+    for i in range(employees):
+        if rnd.random() >= share:
+            continue
+        ext = str(EMPLOYEE_BASE + i)
+        offset = rnd.randrange(5) * 86400 + rnd.randrange(8) * 3600
+        store.put_referrals(ext, "calendar:caldav", [
+            ReferralInterval(start + offset + w * week, start + offset + w * week + 3600, "meeting", "m Weekly sync",
+                             source="calendar:caldav") for w in range(52)])
+        if rnd.random() < 1 / 3:
+            begin = start + rnd.randrange(300) * 86400
+            store.put_referrals(ext, "manual", [ReferralInterval(begin, begin + 14 * 86400, "vacation", "",
+                                                                 f"+{MOBILE_BASE + i}")])
+        flagged += 1
+    return flagged
 
 
 def call_mix(count: int = 1_000, employees: int = 10_000, departments: int = 1_000, numbers: int = 5_000,

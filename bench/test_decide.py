@@ -38,6 +38,37 @@ def test_decide(benchmark, big_store, impl):
     assert plan.steps
 
 
+@pytest.fixture(scope="module")
+def store_with_statuses(tmp_path_factory, big_company_yaml):
+    """The benchmark company with referral statuses for 10 % of the employees."""
+    from .company_gen import live_state, referral_state
+    store = Store(str(tmp_path_factory.mktemp("statuses") / "store"))
+    store.load_config(validate([(load_yaml(big_company_yaml, "big.yaml"), "big.yaml")]))
+    live_state(store)
+    store.flagged = referral_state(store)
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("impl", ["fastpath", "reference"])
+def test_decide_with_statuses(benchmark, store_with_statuses, impl):
+    """The same call mix with statuses in play (issue 4: within the core target)."""
+    decide = engine.IMPLEMENTATIONS[impl]
+    calls = itertools.cycle(CALLS)
+
+    def next_call():
+        called, caller, now = next(calls)
+        return (store_with_statuses, called, caller, now), {}
+
+    benchmark.group = "decide with statuses"
+    benchmark.extra_info.update(decisions_per_round=1, calls_in_mix=len(CALLS), engine=impl,
+                                employees_with_statuses=store_with_statuses.flagged)
+    plan = benchmark.pedantic(decide, setup=next_call, rounds=ROUNDS, iterations=1, warmup_rounds=100)
+    assert plan.steps
+    says = sum(1 for c in CALLS if decide(store_with_statuses, *c).steps[0].action == "say")
+    assert says > 0                 # statuses are really in force for some of the calls
+
+
 def test_load_config(benchmark, big_company_yaml, tmp_path):
     """`switchboard load` of the big company: YAML, validation, one LMDB write transaction."""
     phases = {}

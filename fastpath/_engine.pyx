@@ -14,6 +14,7 @@ shared tests and the property test compare the two.
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.object cimport PyTypeObject
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -27,7 +28,7 @@ from .phone import to_e164
 from .route_plan import Announce, Continue, Fax, Hangup, Ivr, Ring, RoutePlan, Target, Voicemail
 from .engine_ref import MAX_HOPS, WEEKDAY_NAMES, _zone
 from .model import Destination
-from .records import KIND_CODES
+from .records import KIND_CODES, VISIBILITY_NAMES, ReferralInterval
 from . import referral_route
 from .icm_lookup import NO_MANAGER, reason as icm_reason
 from . import _icm_lookup
@@ -39,6 +40,7 @@ cdef enum:
     REC_IVR = 4
     REC_COMPANY = 5
     REC_LIVE = 6
+    REC_REFERRAL = 7
     RECORD_VERSION = 1
     K_NONE = 0
     K_EMPLOYEE = 1
@@ -420,6 +422,89 @@ cdef inline int desk_timeout(Emp* e):
 cdef dict _ICM_ORDERS = {1: ("history",), 2: ("crm",), 6: ("history", "crm"), 9: ("crm", "history")}
 cdef tuple _HHMM = tuple(f"{m // 60:02d}:{m % 60:02d}" for m in range(1440))
 cdef tuple _WEEKDAYS = tuple(WEEKDAY_NAMES)
+
+
+# --- referral intervals that matter at a given time ------------------------------
+
+cdef struct Span:
+    int64_t start
+    int64_t end
+    Py_ssize_t pos
+    Py_ssize_t record
+
+
+def relevant(list records, at_obj):
+    """Twin of :func:`fastpath.referral_route.relevant`: the intervals deciding the status at
+    ``at`` and until when, by source (None if none is in force), scanning the records in C
+    and building objects only for those few."""
+    cdef int64_t at = at_obj, bound = 0
+    cdef Py_ssize_t n = 0, k, i, count, r
+    cdef Cur c
+    cdef Str s
+    cdef bint found = False, changed = True
+    cdef Span* spans
+    cdef const unsigned char* base
+    for r in range(len(records)):
+        open_rec(<bytes>(<tuple>records[r])[1], &c, REC_REFERRAL)
+        n += rd_u16(&c)
+    spans = <Span*>PyMem_Malloc((n if n > 0 else 1) * sizeof(Span))
+    if spans == NULL:
+        raise MemoryError()
+    try:
+        k = 0
+        for r in range(len(records)):
+            raw = <bytes>(<tuple>records[r])[1]
+            base = <const unsigned char*>PyBytes_AS_STRING(raw)
+            open_rec(raw, &c, REC_REFERRAL)
+            count = rd_u16(&c)
+            for i in range(count):
+                spans[k].pos = c.p - base
+                spans[k].record = r
+                rd_i64(&c, &spans[k].start)
+                rd_i64(&c, &spans[k].end)
+                rd_str(&c, &s)
+                rd_str(&c, &s)
+                rd_str(&c, &s)
+                rd_u8(&c)
+                rd_str(&c, &s)
+                if spans[k].start <= at < spans[k].end and (not found or spans[k].end > bound):
+                    bound = spans[k].end
+                    found = True
+                k += 1
+        if not found:
+            return None
+        while changed:
+            changed = False
+            for k in range(n):
+                if spans[k].end > bound and spans[k].start <= bound:
+                    bound = spans[k].end
+                    changed = True
+        out = {}
+        for k in range(n):
+            if spans[k].end > at and spans[k].start <= bound:
+                source, raw = <tuple>records[spans[k].record]
+                out.setdefault(source, []).append(interval_at(<bytes>raw, spans[k].pos))
+        return {source: tuple(items) for source, items in out.items()}
+    finally:
+        PyMem_Free(spans)
+
+
+cdef object interval_at(bytes raw, Py_ssize_t pos):
+    cdef Cur c
+    cdef Str status, reason, alternate, source
+    cdef int64_t start, end
+    cdef int visibility
+    open_rec(raw, &c, REC_REFERRAL)
+    c.p = <const unsigned char*>PyBytes_AS_STRING(raw) + pos
+    rd_i64(&c, &start)
+    rd_i64(&c, &end)
+    rd_str(&c, &status)
+    rd_str(&c, &reason)
+    rd_str(&c, &alternate)
+    visibility = rd_u8(&c)
+    rd_str(&c, &source)
+    return ReferralInterval(start, end, py(status), py(reason), py(alternate), VISIBILITY_NAMES[visibility],
+                            py(source))
 
 
 # --- the decision ------------------------------------------------------------
@@ -1002,7 +1087,7 @@ cdef class _Decision:
 
     cdef object referral(self, str ext, Emp* e):
         return referral_route.in_force(self.txn, self.dbs["referral"], self.dbs["company"], ext, py(e.company),
-                                       self.at)
+                                       self.at, relevant)
 
     cdef tuple status_steps(self, str ext, Emp* e, object status, int code, Dest* to, str why, tuple path):
         """Tell the caller why, then the status's action (divert, alternate number or voicemail)."""

@@ -15,6 +15,7 @@ said and explained as plain "busy", without its reason or alternate.
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -27,6 +28,8 @@ from .referral_status import status_at, until as status_until
 from .route_plan import Say
 
 PHRASE = "referral_status"
+_U16 = struct.Struct("<H")
+_SPAN = struct.Struct("<qq")
 #: How a status reads in a reason; company-defined ones read as their name.
 WORDS = {"meeting": "in a meeting", "lunch": "at lunch", "vacation": "on vacation", "sick": "off sick",
          "away": "away", "busy": "busy"}
@@ -56,16 +59,73 @@ def _until_text(until: int | None, at: int, zone: str) -> str:
     return f"until {day}" if (end.hour, end.minute) == (0, 0) else f"until {day} {end:%H:%M}"
 
 
-def in_force(txn, referral_db, company_db, extension: str, company: str, at: int) -> Referral | None:
-    """The status ``extension`` has at ``at`` (None when none or ``available``)."""
+def _spans(raw) -> list[tuple[int, int, int]]:
+    """``(start, end, offset)`` of every interval of a referral record, strings skipped."""
+    data = memoryview(raw)
+    rec.Reader(data, rec.REC_REFERRAL)                  # checks the header
+    count = _U16.unpack_from(data, 2)[0]
+    out, pos = [], 4
+    for _ in range(count):
+        start, end = _SPAN.unpack_from(data, pos)
+        here, pos = pos, pos + 16
+        for _ in range(3):                              # status, reason, alternate
+            pos += 2 + _U16.unpack_from(data, pos)[0]
+        pos += 1                                        # visibility
+        pos += 2 + _U16.unpack_from(data, pos)[0]       # source
+        out.append((start, end, here))
+    return out
+
+
+def relevant(records: list[tuple[str, object]], at: int) -> dict | None:
+    """The intervals that decide the status at ``at`` and until when, by source; None if none is in force.
+
+    A calendar synced for a year holds hundreds of intervals, of which only these matter:
+    those in force at ``at`` and those starting before the in-force chain ends.  ``status_at``
+    and ``until`` give the same answers on them as on all (``until`` only looks at instants up
+    to the chain's end).  The compiled engine has its own twin of this (``_engine.pyx``).
+    """
+    spans = [(source, raw, _spans(raw)) for source, raw in records]
+    bound = max((end for _, _, items in spans for start, end, _ in items if start <= at < end), default=None)
+    if bound is None:
+        return None
+    changed = True
+    while changed:
+        changed = False
+        for _, _, items in spans:
+            for start, end, _ in items:
+                if end > bound and start <= bound:
+                    bound, changed = end, True
+    out = {}
+    for source, raw, items in spans:
+        chosen = tuple(_interval_at(raw, pos) for start, end, pos in items if end > at and start <= bound)
+        if chosen:
+            out[source] = chosen
+    return out
+
+
+def _interval_at(raw, pos: int) -> rec.ReferralInterval:
+    r = rec.Reader(raw, rec.REC_REFERRAL)
+    r.pos = pos
+    return rec.ReferralInterval(r.i64(), r.i64(), r.str(), r.str(), r.str(), rec.VISIBILITY_NAMES[r.u8()], r.str())
+
+
+def in_force(txn, referral_db, company_db, extension: str, company: str, at: int,
+             select=relevant) -> Referral | None:
+    """The status ``extension`` has at ``at`` (None when none or ``available``).
+
+    ``select(records, at)`` narrows ``(source, raw record)`` pairs to the intervals that
+    matter (:func:`relevant`; the compiled engine passes its own twin)."""
     prefix = extension.encode() + b"/"
-    by_source = {}
+    records = []
     cursor = txn.cursor(db=referral_db)
     if cursor.set_range(prefix):
         for key, value in cursor:
             if not bytes(key).startswith(prefix):
                 break
-            by_source[bytes(key[len(prefix):]).decode()] = rec.decode_referrals(value)
+            records.append((bytes(key[len(prefix):]).decode(), value))
+    by_source = select(records, at)
+    if not by_source:
+        return None
     interval = status_at(by_source, at)
     if interval is None or interval.status == "available":
         return None

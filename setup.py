@@ -16,7 +16,8 @@ if os.environ.get("SWITCHBOARD_NO_CYTHON") != "1":
     ext_modules = cythonize(
         [Extension("fastpath._engine", ["fastpath/_engine.pyx"], extra_compile_args=["-O2"]),
          Extension("fastpath._caller_numbers", ["fastpath/_caller_numbers.pyx"], extra_compile_args=["-O2"]),
-         Extension("fastpath._icm_lookup", ["fastpath/_icm_lookup.pyx"], extra_compile_args=["-O2"])],
+         Extension("fastpath._icm_lookup", ["fastpath/_icm_lookup.pyx"], extra_compile_args=["-O2"]),
+         Extension("fastpath._esl_frames", ["fastpath/_esl_frames.pyx"], extra_compile_args=["-O2"])],
         compiler_directives={"language_level": "3"},
     )
 

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ElementTree
-from binascii import a2b_qp
 from urllib.parse import unquote
+
+from fastpath import esl_frames
+from fastpath.esl_frames import MAX_CONTENT_LENGTH, PLAIN_FRAME_NAMES, plain_block, plain_frame_head
+from fastpath.esl_frames import unquote_all as _unquote_all
 
 __all__ = [
     "MAX_CONTENT_LENGTH",
@@ -30,12 +33,12 @@ __all__ = [
     "Event",
     "Message",
     "EslParser",
+    "IMPLEMENTATIONS",
+    "IMPLEMENTATION",
     "encode_command",
     "encode_sendmsg",
 ]
 
-#: Larger bodies are refused: the biggest seen is a 43 KB ``xml_locate`` reply.
-MAX_CONTENT_LENGTH = 64 * 1024 * 1024
 #: A header block that is still open after this many bytes is garbage, not ESL
 #: (the biggest real one, the outbound ``connect`` reply, is ~3.5 KB).
 MAX_HEADER_BYTES = 1024 * 1024
@@ -102,7 +105,9 @@ class _HeaderList:
         return self.get(name, _MISSING) is not _MISSING
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        # By kind, not exact class: an Event of either parser kernel equals
+        # the same event from the other.
+        if not isinstance(other, _HeaderList) or isinstance(other, Message) != isinstance(self, Message):
             return NotImplemented
         return self.headers == other.headers and self.body == other.body
 
@@ -119,10 +124,12 @@ class Event(_HeaderList):
     (``"\\nName: value\\n…"``): :meth:`get` finds one header with a C-level
     search and decodes just that value, so a dispatcher reading ``Event-Name``
     and ``Unique-ID`` never pays for splitting ~100 lines.  Anything needing
-    every header splits the block once, with the same result a full parse gives.
+    every header splits the block once, with the same result a full parse gives
+    (``_split_block``: the kernel of the parser that made the event).
     """
 
     __slots__ = ("_block",)
+    _split_block = staticmethod(esl_frames.split_block)
 
     def __init__(self, names: list[str], values: list[str], body: bytes = b""):
         super().__init__(names, values, body)
@@ -142,11 +149,7 @@ class Event(_HeaderList):
         block = self._block
         if block is None:  # another thread got here first
             return
-        # Validated: the only ':', ' ' and '\n' are separators, so mapping them
-        # to NUL (dropping the space) and splitting once yields name, value, ...
-        parts = block[1:-1].encode().translate(_TO_FIELDS, b" ").decode().split("\x00")
-        self._names = parts[0::2]
-        self._values = _unquote_all(parts[1::2])
+        self._names, self._values = self._split_block(block)
         self._block = None
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -218,65 +221,20 @@ class Message(_HeaderList):
         return f"<Message {self.content_type} {len(self.body)}-byte body event={self.event!r}>"
 
 
-# --- percent-decoding -------------------------------------------------------
-
-def _unquote_all(values: list[str]) -> list[str]:
-    """``urllib.parse.unquote`` for many values, in one C pass when provably equal.
-
-    binascii's quoted-printable decoder turns ``=XX`` into a byte, so after
-    ``=`` -> ``=3D`` and ``%`` -> ``=`` it percent-decodes.  It mangles a bad
-    escape where ``unquote`` keeps it, hence the length check: each ``%`` must
-    have shrunk the text by exactly two bytes.  Anything unusual (CR, NUL,
-    non-ASCII, bytes that are not UTF-8) takes the per-value route.
-    """
-    joined = "\x00".join(values)
-    if "%" not in joined:
-        return values
-    if joined.isascii() and "\r" not in joined:
-        raw = joined.encode("ascii")
-        decoded = a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
-        if len(decoded) == len(raw) - 2 * raw.count(b"%"):
-            try:
-                parts = decoded.decode("utf-8").split("\x00")
-            except UnicodeDecodeError:
-                parts = ()
-            if len(parts) == len(values):  # else a %00 made a value look like two
-                return parts
-    return [unquote(v) for v in values]
-
-
 # --- event bodies -------------------------------------------------------------
-
-#: bytes.translate() deletion table that keeps only a plain event's structure.
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b": \n\r\x00")
-_TO_FIELDS = bytes.maketrans(b":\n", b"\x00\x00")
-#: Structure of ``n`` well-formed header lines: ``": \n"`` each, minus the last ``\n``.
-_LINE_SHAPE = b": \n" * 8192
-
 
 def _parse_plain_event(raw: bytes, offset: int) -> Event:
     """Parse a ``text/event-plain`` body (``offset``: its stream offset).
 
-    Fast path for the usual body-less event, validated with C-level passes
-    only: the structural bytes must read ``": \n"`` line after line (one colon
-    and one space per line, no CR or NUL), every colon must be followed by its
-    space and no name may be empty.  FreeSWITCH percent-encodes values, so its
-    events always pass.  The header block is then kept as text and split only
-    when something needs more than lookups (:class:`Event`).  Anything else
-    goes through :func:`_parse_plain_event_slow`, which defines the semantics
-    and names the offending bytes.
+    The usual body-less event in the shape FreeSWITCH writes
+    (:func:`fastpath.esl_frames.plain_block`) is kept as its header block, split
+    only when something needs more than lookups (:class:`Event`).  Anything
+    else goes through :func:`_parse_plain_event_slow`, which defines the
+    semantics and names the offending bytes.
     """
-    if raw.endswith(b"\n\n"):
-        shape = raw.translate(None, _NOT_STRUCTURE)
-        size = len(shape) - 2
-        lines = (size + 1) // 3
-        if (size % 3 == 2 and shape[:size] == _LINE_SHAPE[:size]
-                and raw.count(b": ") == lines and not raw.startswith(b": ")
-                and b"\n: " not in raw and b"\nContent-Length: " not in raw):
-            try:
-                return Event._from_block("\n" + raw[:-1].decode("utf-8"))
-            except UnicodeDecodeError:
-                pass
+    block = plain_block(raw)
+    if block is not None:
+        return Event._from_block(block)
     return _parse_plain_event_slow(raw, offset)
 
 
@@ -391,6 +349,16 @@ def _bad_line(text: str, line: str, offset: int, what: str) -> EslProtocolError:
         f"{what} without 'name: ' at stream offset {at}: {line[:80]!r}", at)
 
 
+def _refuse_head(head: bytes, offset: int) -> None:
+    """Raise the error for a header block the kernel's ``split_head`` refused."""
+    text = _decode_utf8(head, offset)
+    for line in text.split("\n"):
+        name, sep, _ = line.partition(": ")
+        if not sep or not name:
+            raise _bad_line(text, line, offset, "header line")
+    raise EslProtocolError(f"header block at stream offset {offset} refused: {text[:80]!r}", offset)
+
+
 def _decode_utf8(data: bytes, offset: int) -> str:
     try:
         return data.decode("utf-8")
@@ -414,14 +382,27 @@ def _content_length(value: str, offset: int) -> int:
     return size
 
 
-_PLAIN_FRAME_TAIL = b"\nContent-Type: text/event-plain\n\n"
-_PLAIN_FRAME_NAMES = ("Content-Length", "Content-Type")
-
 _EVENT_PARSERS = {
     "text/event-plain": _parse_plain_event,
     "text/event-json": _parse_json_event,
     "text/event-xml": _parse_xml_event,
 }
+
+
+class _CompiledEvent(Event):
+    """An :class:`Event` of the compiled kernel, which also splits its block."""
+
+    __slots__ = ()
+    if "fastpath" in esl_frames.IMPLEMENTATIONS:
+        _split_block = staticmethod(esl_frames.IMPLEMENTATIONS["fastpath"].split_block)
+
+
+#: Parser kernels by name (``fastpath.esl_frames``), each with the Event class it makes.
+IMPLEMENTATIONS = {name: (kernel, _CompiledEvent if name == "fastpath" else Event)
+                   for name, kernel in esl_frames.IMPLEMENTATIONS.items()}
+#: The kernel ``EslParser()`` uses unless told: ``fastpath`` when compiled
+#: (``SWITCHBOARD_PUREPYTHON=1`` / ``SWITCHBOARD_FORCE_CYTHON=1`` force it).
+IMPLEMENTATION = esl_frames.IMPLEMENTATION
 
 
 class EslParser:
@@ -430,13 +411,21 @@ class EslParser:
     Any chunking works: a message split anywhere, many in one chunk, a lone
     53-byte ``Content-Length…text/event-plain`` framing chunk.  Bytes are only
     joined once enough have arrived to finish the next message, and parsing
-    walks one buffer by offset instead of re-slicing it per message.  After an
-    :class:`EslProtocolError` the parser refuses input until :meth:`reset`.
+    walks one buffer by offset instead of re-slicing it per message.  Runs of
+    FreeSWITCH's plain-event frames go to the kernel (``implementation``:
+    ``"fastpath"`` compiled, ``"reference"`` pure; default
+    :data:`IMPLEMENTATION`); everything else, errors included, is framed here.
+    After an :class:`EslProtocolError` the parser refuses input until :meth:`reset`.
     """
 
-    __slots__ = ("_chunks", "_size", "_need", "_scan", "_head", "_offset", "_failed")
+    __slots__ = ("_chunks", "_size", "_need", "_scan", "_head", "_offset", "_failed",
+                 "_scan_plain", "_split_head", "_event_cls", "implementation")
 
-    def __init__(self) -> None:
+    def __init__(self, implementation: str | None = None) -> None:
+        self.implementation = implementation or IMPLEMENTATION
+        kernel, self._event_cls = IMPLEMENTATIONS[self.implementation]
+        self._scan_plain = kernel.scan_plain_frames
+        self._split_head = kernel.split_head
         self.reset()
 
     def reset(self) -> None:
@@ -482,8 +471,11 @@ class EslParser:
         scan = self._scan
         while pos < size:
             if head is None:
-                if buf.startswith(b"Content-Length: ", pos):
-                    head = self._plain_event_head(buf, pos)
+                if scan == 0:
+                    pos = self._scan_plain(buf, pos, messages, self._event_cls, Message)
+                    if pos == size:
+                        continue
+                head = self._plain_event_head(buf, pos)
                 if head is None:
                     end = buf.find(b"\n\n", pos + scan)
                     if end < 0:
@@ -517,26 +509,18 @@ class EslParser:
         """FreeSWITCH frames every plain event as ``Content-Length: N`` +
         ``Content-Type: text/event-plain``; match those bytes directly.  None
         sends anything else (or an incomplete frame) to :meth:`_parse_head`."""
-        digits_at = pos + 16
-        newline = buf.find(b"\n", digits_at, digits_at + 9)  # 64 MiB has 8 digits
-        if newline > digits_at and buf.startswith(_PLAIN_FRAME_TAIL, newline):
-            digits = buf[digits_at:newline]
-            if digits.isdigit() and int(digits) <= MAX_CONTENT_LENGTH:
-                return (_PLAIN_FRAME_NAMES, [digits.decode(), "text/event-plain"],
-                        newline + len(_PLAIN_FRAME_TAIL) - pos, int(digits))
-        return None
+        head = plain_frame_head(buf, pos)
+        if head is None:
+            return None
+        digits, body_at, stop = head
+        return PLAIN_FRAME_NAMES, [digits, "text/event-plain"], body_at - pos, stop - body_at
 
     def _parse_head(self, buf: bytes, pos: int, end: int) -> tuple:
         offset = self._offset + pos
-        text = _decode_utf8(buf[pos:end], offset)
-        names = []
-        values = []
-        for line in text.split("\n"):
-            name, sep, value = line.partition(": ")
-            if not sep or not name:
-                raise _bad_line(text, line, offset, "header line")
-            names.append(name)
-            values.append(value)
+        parts = self._split_head(buf, pos, end)
+        if parts is None:
+            _refuse_head(buf[pos:end], offset)
+        names, values = parts
         length = 0
         if "Content-Length" in names:
             lengths = {v for n, v in zip(names, values) if n == "Content-Length"}
@@ -548,7 +532,7 @@ class EslParser:
         if "Content-Type" not in names:
             raise EslProtocolError(
                 f"message without Content-Type at stream offset {offset}: "
-                f"{text[:80]!r}", offset)
+                f"{buf[pos:end].decode()[:80]!r}", offset)
         return names, values, end + 2 - pos, length
 
     @staticmethod

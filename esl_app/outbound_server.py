@@ -3,17 +3,21 @@
 Per connection (one call), in one greenlet of a bounded pool:
 
 1. ``connect`` — the reply is the channel as a CHANNEL_DATA event;
-2. ``myevents`` (this channel's events; async mode parks the channel),
-   ``linger`` (keep the socket after hangup until we say ``exit``, so no
-   event of the call is lost) and ``resume`` (if this connection goes away
+2. in the same write (mod_event_socket answers commands one by one, in
+   order): ``myevents`` (this channel's events; async mode parks the
+   channel), ``nixevent`` for the ones the executor never reads
+   (:data:`esl_app.executor.UNUSED_EVENTS`), ``linger`` (keep the socket
+   after hangup until we say ``exit``, so no event of the call is lost)
+   and ``resume`` (if this connection goes away
    while the call is up, the dialplan carries on after ``socket``: in
    mod_event_socket.c's ``socket_function`` the async branch puts the channel
    back to CS_EXECUTE when LFLAG_RESUME is set; freeswitch_conf's next action
    is the transfer to the ``switchboard_fallback`` context);
 3. the called and calling numbers and the channel UUID are read and
    validated (:meth:`esl_app.executor.CallInfo.from_channel_data`);
-4. the engine decides (``fastpath.engine.decide``, the compiled fast path when
-   built) with ``clock()`` — ``time.time`` unless injected — and the
+4. while FreeSWITCH answers step 2 (its replies are checked before anything
+   runs), the engine decides (``fastpath.engine.decide``, the compiled fast
+   path when built) with ``clock()`` — ``time.time`` unless injected — and the
    :class:`~esl_app.executor.Executor` runs the plan;
 5. ``exit``; one log line per call (:func:`esl_app.executor.log_call`).
 
@@ -61,6 +65,7 @@ from .executor import (
     CallInfo,
     CallReport,
     CallTimeout,
+    UNUSED_EVENTS,
     CommandError,
     Executor,
     ExecutorSettings,
@@ -70,6 +75,9 @@ from .executor import (
 __all__ = ["OutboundServer", "ServerThread", "Detach"]
 
 SERVER_LOG = logging.getLogger("switchboard.outbound")
+
+#: Sent with ``connect``, in one write (replies come back in order).
+HANDSHAKE = ("myevents", "nixevent " + " ".join(UNUSED_EVENTS), "linger", "resume")
 
 
 class Detach(BaseException):
@@ -187,16 +195,20 @@ class OutboundServer:
         report = CallReport()
         call = None
         try:
+            connect, *handshake = channel.send_commands(("connect",) + HANDSHAKE)
             # Not kept in a local: the parsed CHANNEL_DATA (~130 headers, ~13 KiB)
             # would otherwise live as long as the call.
-            call = CallInfo.from_channel_data(channel.connect(self.handshake_timeout))
+            call = CallInfo.from_channel_data(channel.channel_data(
+                channel.replies(("connect",), [connect], self.handshake_timeout)[0]))
+            del connect
             report.uuid = call.uuid or channel.uuid or ""
             report.called, report.caller = call.called or call.raw_called, call.caller
-            for command in ("myevents", "linger", "resume"):
-                channel.command(command)
             executor = Executor(channel, self.store, call, decide=self.decide, clock=self.clock,
                                 settings=self.settings, report=report)
-            executor.run()
+            plan = executor.first_plan()   # decided while FreeSWITCH answers the handshake
+            channel.replies(HANDSHAKE, handshake)
+            del handshake   # its replies need not live as long as the call
+            executor.run(plan)
         except Detach:
             if channel.bridged is not None:
                 report.finish("detached", "bridged at shutdown: left to FreeSWITCH")

@@ -48,6 +48,14 @@ def url_encode(value: str) -> str:
     return quote(value, safe="!$'()*,-./~_")
 
 
+def sip_uri_user(number: str) -> str:
+    """The user part of a SIP From URI as sofia names the channel after it:
+    a control character or space cannot travel unescaped in a SIP URI, so a
+    hostile caller ID never puts a raw line break into ``Channel-Name`` (which
+    mod_event_socket writes unencoded into its ``linger`` notice)."""
+    return re.sub(r"[\x00-\x20\x7f]", lambda m: f"%{ord(m.group()):02X}", number)
+
+
 # --- what the client sends, read the way mod_event_socket reads it ------------------
 
 @dataclass
@@ -998,7 +1006,7 @@ class _Channel:
         self.switch = switch
         self.uuid = uuid
         self.caller = caller
-        self.name = caller.channel_name or f"sofia/external/{caller.caller_id_number}@127.0.0.1"
+        self.name = caller.channel_name or f"sofia/external/{sip_uri_user(caller.caller_id_number)}@127.0.0.1"
         self.clock_us = int(time.time() * 1e6)  # virtual: advanced by what the call does
         self.created_us = self.clock_us
         self.answered_us = self.progress_us = self.progress_media_us = 0

@@ -71,6 +71,7 @@ from tests.fake_freeswitch import (
     CommandReader,
     _b_leg_identity,
     parse_dial_string,
+    sip_uri_user,
 )
 
 __all__ = ["LoadCallSpec", "LoadSettings", "LoadSwitch", "LoadCall", "play_call", "run_load", "main"]
@@ -280,7 +281,7 @@ class LoadCall(asyncio.Protocol):
         self.parked = False
         self.closed = False
         # channel state (tests.fake_freeswitch._Channel)
-        self.name = spec.channel_name or f"sofia/external/{spec.caller_number}@127.0.0.1"
+        self.name = spec.channel_name or f"sofia/external/{sip_uri_user(spec.caller_number)}@127.0.0.1"
         self.clock_us = int(time.time() * 1e6)
         self.created_us = self.clock_us
         self.answered_us = self.progress_us = self.progress_media_us = 0

@@ -1,6 +1,11 @@
-"""EslParser and the encoders against byte-exact FreeSWITCH 1.10.12 recordings."""
+"""EslParser and the encoders against byte-exact FreeSWITCH 1.10.12 recordings.
+
+Every test runs twice, with ``EslParser()`` on the compiled kernel
+(``fastpath._esl_frames``) and on the pure one (``fastpath/esl_frames.py``).
+"""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from urllib.parse import unquote
 
@@ -22,6 +27,30 @@ from tests.esl_trace import freeswitch_bytes, load_trace, trace_paths
 from tests.fake_freeswitch import url_encode
 
 TRACES = {path.stem: path for path in trace_paths()}
+
+#: Parser kernels every ESL test runs on; the compiled one must be built unless
+#: the package was deliberately installed without Cython.
+KERNELS = ["reference"] if os.environ.get("SWITCHBOARD_NO_CYTHON") == "1" else ["fastpath", "reference"]
+
+
+@pytest.fixture(autouse=True, scope="module", params=KERNELS)
+def parser_kernel(request):
+    """``EslParser()`` uses this kernel for the module's tests (module scope, so
+    hypothesis tests may use it too)."""
+    if request.param not in esl_protocol.IMPLEMENTATIONS:
+        pytest.fail("the compiled ESL kernel is not built: run `pip install -e .` "
+                    "(or set SWITCHBOARD_NO_CYTHON=1 to test the reference alone)")
+    saved = esl_protocol.IMPLEMENTATION
+    esl_protocol.IMPLEMENTATION = request.param
+    yield request.param
+    esl_protocol.IMPLEMENTATION = saved
+
+
+def test_parser_runs_on_the_kernel_under_test(parser_kernel):
+    parser = EslParser()
+    assert parser.implementation == parser_kernel
+    message = only(parser.feed(event_frame(b"Event-Name: HEARTBEAT\n\n")))
+    assert type(message.event) is esl_protocol.IMPLEMENTATIONS[parser_kernel][1]
 
 #: Messages per trace, by Content-Type, as counted by hand from README.md's scenario table.
 EXPECTED_CONTENT_TYPES = {

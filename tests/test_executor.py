@@ -512,8 +512,9 @@ def frames(*items) -> bytes:
     return out
 
 
-def scripted_switch(sock: socket.socket, script: list[bytes]) -> threading.Thread:
-    """Answer the n-th command with ``script[n]``, in a thread (reads time out)."""
+def scripted_switch(sock: socket.socket, script: list[bytes], seen: list | None = None) -> threading.Thread:
+    """Answer the n-th command with ``script[n]``, in a thread (reads time out);
+    ``seen`` collects ``(command, how many came in the same read)``."""
     def serve():
         reader = CommandReader()
         answered = 0
@@ -522,7 +523,10 @@ def scripted_switch(sock: socket.socket, script: list[bytes]) -> threading.Threa
                 data = sock.recv(65536)
                 if not data:
                     return
-                for _ in reader.feed(data):
+                commands = reader.feed(data)
+                for command in commands:
+                    if seen is not None:
+                        seen.append((command, len(commands)))
                     sock.sendall(script[answered])
                     answered += 1
         except OSError:
@@ -587,3 +591,62 @@ def test_a_closed_connection_fails_the_wait_at_once():
     with pytest.raises(CallGone):
         channel.start("answer")
     channel.exit()   # never raises
+
+
+# --- pipelined commands ------------------------------------------------------------------------------
+
+def test_commands_go_in_one_write_and_every_reply_is_read_before_an_error():
+    """Should send the commands together, and read all their replies before
+    raising for the first -ERR, so no reply is left for the next waiter."""
+    ours, theirs = scripted_peer()
+    theirs.sendall(frames("+OK Events Enabled", "-ERR no keywords supplied", "+OK will linger"))
+    channel = CallChannel(ours, timeout=1.0)
+    with pytest.raises(CommandError, match="nixevent: -ERR no keywords supplied"):
+        channel.commands(("myevents", "nixevent", "linger"))
+    assert theirs.recv(65536) == b"myevents\n\nnixevent\n\nlinger\n\n"
+    theirs.sendall(frames("+OK bye"))
+    assert channel.command("exit").reply_text == "+OK bye"     # its own reply, not linger's
+    channel.close()
+    theirs.close()
+
+
+def test_the_first_bridge_is_sent_with_its_two_sets_in_one_write(store):
+    """Should pipeline set, set, bridge (event-lock runs them in order) and
+    still wait for the sets to complete."""
+    ours, theirs = scripted_peer()
+    uuid = "0f0e0d0c-0000-4000-8000-000000000003"
+
+    def completion(app_uuid, **headers):
+        return {"Event-Name": "CHANNEL_EXECUTE_COMPLETE", "Unique-ID": uuid, "Application-UUID": app_uuid,
+                **headers}
+
+    seen = []
+    thread = scripted_switch(theirs, [
+        frames("+OK"), frames("+OK"),
+        frames("+OK", completion("app-1"), completion("app-2"),
+               completion("app-3", variable_originate_disposition="USER_BUSY")),
+        frames("+OK", completion("app-4")),
+    ], seen)
+    ids = iter(["app-1", "app-2", "app-3", "app-4"])
+    channel = CallChannel(ours, timeout=TIMEOUT, new_uuid=lambda: next(ids))
+    info = CallInfo.from_channel_data(channel_data(**{"Unique-ID": uuid}))
+    report = Executor(channel, store, info, decide=Decider(), clock=lambda: NOW).run(
+        RoutePlan("600", "", int(NOW), "acme", (ring_ext(on_busy=(Hangup("USER_BUSY", "busy"),)),)))
+    assert (report.outcome, report.detail) == ("hangup", "USER_BUSY")
+    thread.join(TIMEOUT)
+    assert [(c.header("execute-app-name"), c.header("execute-app-arg"), batch) for c, batch in seen] == [
+        ("set", "continue_on_fail=true", 3), ("set", "hangup_after_bridge=true", 3),
+        ("bridge", seen[2][0].header("execute-app-arg"), 3), ("hangup", "USER_BUSY", 1)]
+    channel.close()
+    theirs.close()
+
+
+def test_a_refused_application_in_a_batch_drops_every_waiter_of_it():
+    ours, theirs = scripted_peer()
+    theirs.sendall(frames("+OK", "-ERR invalid application"))
+    channel = CallChannel(ours, timeout=1.0)
+    with pytest.raises(CommandError, match="bridge: -ERR"):
+        channel.start_all((("set", "a=b"), ("bridge", "user/2001@acme.example")))
+    assert channel.protocol._apps == {}
+    channel.close()
+    theirs.close()

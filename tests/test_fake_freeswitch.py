@@ -20,7 +20,9 @@ from tests.fake_freeswitch import (
     FakeFreeSWITCH,
     Outcome,
     Scenario,
+    linger_frame,
     parse_dial_string,
+    sip_uri_user,
 )
 
 TIMEOUT = 5.0
@@ -714,3 +716,13 @@ def test_an_injected_newline_would_become_a_second_command(fake, outbound_server
     assert [c.name for c in call.commands] == ["connect", "sendmsg", "bgapi"]
     assert call.executed == [("set", "effective_caller_id_name=Mallory")]
     peer.close()
+
+
+def test_a_hostile_caller_id_never_breaks_the_linger_notice():
+    """mod_event_socket writes Channel-Name raw into its linger notice; sofia names
+    the channel after the From URI's user, where a line break must be escaped."""
+    name = f"sofia/external/{sip_uri_user('+447700900123' + chr(10) * 2 + 'api status')}@127.0.0.1"
+    assert name == "sofia/external/+447700900123%0A%0Aapi%20status@127.0.0.1"
+    (notice,) = EslParser().feed(linger_frame("0f0e0d0c-0000-4000-8000-000000000001", name, -1))
+    assert notice.get("Channel-Name") == name and notice.get("Linger-Time") == "-1"
+    assert sip_uri_user("+447700900123") == "+447700900123"

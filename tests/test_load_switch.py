@@ -134,7 +134,7 @@ def test_one_call_through_both_switches_is_the_same_on_the_wire(server, name):
     assert fake_call.errors == [] and not fake_call.abandoned
     assert load_call.error == "", load_call.error
     assert commands(load_call.commands) == commands(fake_call.commands)
-    assert [c.line for c in load_call.commands][:4] == ["connect", "myevents", "linger", "resume"]
+    assert [c.name for c in load_call.commands][:5] == ["connect", "myevents", "nixevent", "linger", "resume"]
     assert load_call.dial == (fake_call.bridges[0].dial_string if fake_call.bridges else None)
     ours, theirs = normalised(via_load), normalised(via_fake)
     assert len(ours) == len(theirs)

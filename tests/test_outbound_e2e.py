@@ -19,6 +19,8 @@ import threading
 
 import pytest
 
+from esl_app.esl_protocol import EslParser
+from esl_app.executor import UNUSED_EVENTS
 from esl_app.outbound_server import OutboundServer, ServerThread
 from esl_app.service_config import Listen, ServiceConfig
 from fastpath import engine
@@ -224,10 +226,11 @@ def test_calls_are_routed_by_the_compiled_engine(server, dial):
     assert field(line, "engine") == "fastpath"
 
 
-def test_handshake_then_plan_then_exit(dial):
+def test_handshake_then_plan_then_exit(dial, wire):
     call, line = dial("442079460005")
     names = [c.line for c in call.commands]
-    assert names[:4] == ["connect", "myevents", "linger", "resume"]
+    assert names[:5] == ["connect", "myevents", "nixevent " + " ".join(UNUSED_EVENTS), "linger", "resume"]
+    assert [c.line for c in CommandReader().feed(wire[0])] == names[:5]     # all in the first write
     assert names[-1] == "exit"
     assert call.executed == [("hangup", "CALL_REJECTED")]
     assert call.hangup_cause == "CALL_REJECTED" and not call.abandoned and call.errors == []
@@ -419,13 +422,28 @@ def test_destination_that_is_an_internal_address_is_refused(dial):
     assert call.executed == [("hangup", "UNALLOCATED_NUMBER")] and field(line, "decisions") == "0"
 
 
+def test_only_the_events_the_executor_reads_are_delivered(start_server, fake, logs):
+    """Should nix what myevents adds but the executor never reads, and still get
+    the answer, the bridge and the completions a bridged call needs."""
+    received = []
+    server, _ = start_server(on_wire=lambda direction, data: direction == "<<<" and received.append(data))
+    call, line = Dialler(fake, server, logs).call("442079460001", legs={user("2010"): Outcome.ANSWER})
+    assert field(line, "outcome") == "answered"
+    names = [m.event.name for m in EslParser().feed(b"".join(received))
+             if m.content_type == "text/event-plain"]
+    assert {"CHANNEL_EXECUTE_COMPLETE", "CHANNEL_ANSWER", "CHANNEL_BRIDGE", "CHANNEL_HANGUP"} <= set(names)
+    assert names.count("CHANNEL_PARK") <= 1                   # may beat the nixevent: it follows myevents
+    assert not set(names) & (set(UNUSED_EVENTS) - {"CHANNEL_PARK"}), names
+
+
 def test_hostile_caller_id_cannot_inject_a_command(fake, dial, wire):
     name = ('Mallory"\r\n\r\napi originate sofia/gateway/gw/447700900123 &park\n\n'
             "bgapi originate loopback/9999 &park\n\n}{origination_uuid=x}[a=b]|${system(id)}^^:")
     call, line = dial("442079460001", caller="+447700900123\n\napi status", name=name,
                       legs={user("2010"): Outcome.ANSWER})
     # What the fake switch parsed, by mod_event_socket's own rules.
-    assert {c.name for c in call.commands} <= {"connect", "myevents", "linger", "resume", "sendmsg", "exit"}
+    assert {c.name for c in call.commands} <= {"connect", "myevents", "nixevent", "linger", "resume", "sendmsg",
+                                              "exit"}
     assert fake.connections == []
     assert [app for app, _ in call.executed] == ["set", "set", "bridge"]
     global_vars, groups = parse_dial_string(call.executed[-1][1])
@@ -439,7 +457,7 @@ def test_hostile_caller_id_cannot_inject_a_command(fake, dial, wire):
     sent = b"".join(wire)
     commands = CommandReader().feed(sent)
     assert [c.name for c in commands if c.name not in ("sendmsg",)] == \
-        ["connect", "myevents", "linger", "resume", "exit"]
+        ["connect", "myevents", "nixevent", "linger", "resume", "exit"]
     assert b"\napi" not in sent and b"bgapi" not in sent and b"\r" not in sent
     assert b"originate sofia/" not in sent and b"${" not in sent
     assert "\n" not in line and field(line, "outcome") == "answered"
@@ -448,15 +466,15 @@ def test_hostile_caller_id_cannot_inject_a_command(fake, dial, wire):
 # --- hangups --------------------------------------------------------------------------------------------------
 
 def test_caller_hanging_up_mid_plan_stops_the_executor(dial):
-    """connect, myevents, linger, resume = commands 0-3; answer 4; the greeting is 5."""
-    call, line = dial("442079460000", hangs_up_after=5)
+    """connect, myevents, nixevent, linger, resume = commands 0-4; answer 5; the greeting is 6."""
+    call, line = dial("442079460000", hangs_up_after=6)
     assert [app for app, _ in call.executed] == ["answer", "playback"]
     assert call.commands[-1].line == "exit" and call.errors == [] and not call.abandoned
     assert (field(line, "outcome"), field(line, "detail")) == ("caller_hung_up", "NORMAL_CLEARING")
 
 
 def test_caller_hanging_up_while_ringing(dial):
-    call, line = dial("442079460001", hangs_up_after=6)   # set 4, set 5, bridge 6
+    call, line = dial("442079460001", hangs_up_after=7)   # set 5, set 6, bridge 7
     assert call.bridges[-1].cause == "ORIGINATOR_CANCEL"
     assert field(line, "outcome") == "caller_hung_up" and call.errors == []
 
@@ -486,7 +504,7 @@ CHANNEL_DATA = (b"Event-Name: CHANNEL_DATA\nUnique-ID: 0f0e0d0c-0000-4000-8000-0
 
 def test_a_malformed_frame_resets_only_that_connection(server, dial, logs):
     bad = raw_client(server.address)
-    assert read_until(bad, b"connect\n\n") == b"connect\n\n"
+    assert read_until(bad, b"resume\n\n").startswith(b"connect\n\n")
     bad.sendall(b"Content-Type: command/reply\nnot a header line\n\n")
     assert read_until(bad, b"\x00never") == b""          # we closed it
     bad.close()
@@ -516,7 +534,7 @@ def test_a_handler_exception_is_isolated_and_logged(start_server, store, fake, l
 def test_max_calls_is_backpressure(start_server, fake, logs):
     server, _ = start_server(max_calls=1)
     hog = raw_client(server.address)
-    assert read_until(hog, b"connect\n\n") == b"connect\n\n"
+    assert read_until(hog, b"resume\n\n").startswith(b"connect\n\nmyevents\n\n")
     waiting = fake.place_call(*server.address, {}, Scenario(), Caller(destination_number="442079460005"))
     with pytest.raises(TimeoutError):       # the pool is full: nobody serves it yet
         fake.wait_until(lambda: waiting.commands, timeout=0.3, what="a command to the waiting call")
@@ -528,9 +546,8 @@ def test_max_calls_is_backpressure(start_server, fake, logs):
 def test_graceful_stop_detaches_calls_still_in_progress(start_server, logs):
     server, thread = start_server()
     stuck = raw_client(server.address)
-    assert read_until(stuck, b"connect\n\n") == b"connect\n\n"
-    stuck.sendall(CHANNEL_DATA)
-    assert read_until(stuck, b"myevents\n\n").endswith(b"myevents\n\n")   # and never answer it
+    assert read_until(stuck, b"resume\n\n").startswith(b"connect\n\nmyevents\n\n")
+    stuck.sendall(CHANNEL_DATA)                                           # and never answer the rest
     address = server.address
     assert thread.stop(timeout=0.2) == 1
     assert read_until(stuck, b"exit\n\n").endswith(b"exit\n\n")            # let go, not hung up

@@ -10,8 +10,13 @@ Incremental sync, in the order the server allows (``sync:`` in the config):
   calendarserver extension); when it moved, a depth-1 PROPFIND for every
   ETag, compared with ours: new and changed objects are fetched, missing
   ones removed.  Servers without ``getctag`` get the ETag listing every time.
-* ``auto`` (default) -- sync-token, and ctag from then on if the server
-  refuses the REPORT.
+* ``auto`` (default) -- both: the ``getctag`` PROPFIND first, and only
+  when the ctag moved, the sync-collection REPORT.  A calendar that did not
+  change costs the one PROPFIND, which most servers answer faster than the
+  REPORT (Radicale: no sync history to update).  The ctag is read *before*
+  the REPORT, so a change between the two is seen again next time.  A server
+  without ``getctag`` gets the REPORT alone every time; one that refuses the
+  REPORT, the ETag listing (``ctag`` mode) from then on.
 
 Changed objects are fetched with one ``calendar-multiget`` REPORT per 200
 objects, not one GET each.  The calendar's objects are kept as text with
@@ -19,12 +24,14 @@ their ETags, and each object's occurrences are cached until the horizon
 moves (once a day) -- a sync that finds nothing changed costs one request
 and no parsing.
 
-Connections: one ``caldav.DAVClient`` per worker thread, server and account
-(:class:`ClientPool`), so a thousand calendars on one server share a few
-keep-alive connections instead of opening one each.
+Connections: ``caldav.DAVClient`` objects are pooled per server and account
+(:class:`ClientPool`), one per sync running at a time, so a thousand
+calendars on one server share ``parallel`` keep-alive connections (HTTP/1.1
+servers) instead of opening one each.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -54,48 +61,83 @@ def _ctag_element():
 
 
 class ClientPool:
-    """``caldav.DAVClient`` objects shared by the sources of one worker: one per thread,
-    server and account (niquests sessions are not meant to be shared between threads)."""
+    """``caldav.DAVClient`` objects shared by the sources of one worker, per server and account.
 
-    def __init__(self) -> None:
-        self._local = threading.local()
+    A client (one niquests session: its keep-alive connections) serves one sync at
+    a time: :meth:`client` takes an idle one, or builds one, and puts it back after
+    the sync, so there are never more clients, nor connections, than syncs running
+    at once -- whichever threads run them.  A client whose connection failed is closed
+    instead: the next sync builds a fresh one.  At most ``max_idle`` clients wait
+    between syncs (each holds a connection and niquests' keep-alive watcher thread):
+    with an account per employee, the least recently used are closed."""
+
+    def __init__(self, max_idle: int = 32) -> None:
+        self.max_idle = max_idle
+        self._idle: dict[tuple, list] = {}
+        self._lru: list[tuple] = []          # (key, client) of the idle clients, oldest first
         self._all: list = []
         self._lock = threading.Lock()
+        self._closes = 0                     # close() calls: a client out during one is not kept
 
-    def get(self, base: str, username: str | None, password: str | None, token: str | None, *,
-            timeout: float, verify: bool | str):
-        import caldav
-
+    @contextlib.contextmanager
+    def client(self, base: str, username: str | None, password: str | None, token: str | None, *,
+               timeout: float, verify: bool | str):
         digest = hashlib.sha256(f"{username}\0{password}\0{token}".encode()).hexdigest()
         key = (base, digest, timeout, verify)
-        clients = getattr(self._local, "clients", None)
-        if clients is None:
-            clients = self._local.clients = {}
-        client = clients.get(key)
+        with self._lock:
+            closes = self._closes
+            idle = self._idle.get(key)
+            client = idle.pop() if idle else None
+            if client is not None:
+                self._lru.remove((key, client))
         if client is None:
-            options = dict(url=base, timeout=timeout, ssl_verify_cert=verify)
-            if token:
-                from caldav.requests import HTTPBearerAuth
-                options["auth"] = HTTPBearerAuth(token)
-            else:
-                options.update(username=username, password=password)
-            client = caldav.DAVClient(**options)
-            clients[key] = client
+            client = self._build(base, username, password, token, timeout=timeout, verify=verify)
             with self._lock:
                 self._all.append(client)
-        return client
+        broken = False
+        try:
+            yield client
+        except Unavailable:
+            broken = True
+            raise
+        finally:
+            evicted = []
+            with self._lock:
+                if broken or closes != self._closes:
+                    evicted.append(client)
+                else:
+                    self._idle.setdefault(key, []).append(client)
+                    self._lru.append((key, client))
+                    while len(self._lru) > self.max_idle:
+                        old_key, old = self._lru.pop(0)
+                        self._idle[old_key].remove(old)
+                        evicted.append(old)
+                for gone in evicted:
+                    self._all.remove(gone)
+            for gone in evicted:
+                _close_quietly(gone)
 
-    def discard(self, client) -> None:
-        """Drop a client after a connection failure: the next sync builds a fresh one."""
-        clients = getattr(self._local, "clients", {})
-        for key, value in list(clients.items()):
-            if value is client:
-                del clients[key]
-        _close_quietly(client)
+    @staticmethod
+    def _build(base: str, username: str | None, password: str | None, token: str | None, *,
+               timeout: float, verify: bool | str):
+        import caldav
+
+        options = dict(url=base, timeout=timeout, ssl_verify_cert=verify)
+        if token:
+            from caldav.requests import HTTPBearerAuth
+            options["auth"] = HTTPBearerAuth(token)
+        else:
+            options.update(username=username, password=password)
+        return caldav.DAVClient(**options)
 
     def close(self) -> None:
+        """Close every client (those in use when their sync ends); the pool stays usable."""
         with self._lock:
-            clients, self._all = self._all, []
+            self._closes += 1
+            clients = [client for _key, client in self._lru]
+            self._idle, self._lru = {}, []
+            for client in clients:
+                self._all.remove(client)
         for client in clients:
             _close_quietly(client)
 
@@ -148,6 +190,7 @@ class CalDavSource(CalendarSource):
         self._objects: dict[str, _Object] = {}
         self._sync_token: str | None = None
         self._ctag: str | None = None
+        self._has_ctag: bool | None = None   # whether the server returns getctag (None: not asked yet)
         self._expanded_for: tuple | None = None
         self._synced = False
         self.requests = 0                 # REPORT/PROPFIND requests made, for tests and benchmarks
@@ -159,7 +202,7 @@ class CalDavSource(CalendarSource):
         return _redact(self.url)
 
     def reset(self) -> None:
-        self._sync_token = self._ctag = None
+        self._sync_token = self._ctag = self._has_ctag = None
         self._objects = {}
         self._expanded_for = None
         self._synced = False
@@ -171,21 +214,18 @@ class CalDavSource(CalendarSource):
     # -- sync ---------------------------------------------------------------------------------------
 
     def sync(self, horizon: Window, zone: dt.tzinfo) -> SyncResult:
-        client = self._pool.get(self.base, self._username, self._password, self._token,
-                                timeout=self.timeout, verify=self.verify)
-        try:
-            calendar = client.calendar(url=self.url)
-            changes = self._changes(calendar)
-            fetched = dict(changes.data or {})
-            if changes.fetch:
-                fetched.update(self._fetch(calendar, changes.fetch))
-        except SourceError:
-            raise
-        except Exception as exc:
-            mapped = self._map_error(exc)
-            if isinstance(mapped, Unavailable):
-                self._pool.discard(client)
-            raise mapped from exc
+        with self._pool.client(self.base, self._username, self._password, self._token,
+                               timeout=self.timeout, verify=self.verify) as client:
+            try:
+                calendar = client.calendar(url=self.url)
+                changes = self._changes(calendar)
+                fetched = dict(changes.data or {})
+                if changes.fetch:
+                    fetched.update(self._fetch(calendar, changes.fetch))
+            except SourceError:
+                raise
+            except Exception as exc:
+                raise self._map_error(exc) from exc
         return self._apply(changes, fetched, horizon, zone)
 
     @dataclass
@@ -199,9 +239,22 @@ class CalDavSource(CalendarSource):
         data: dict = None              # url -> (etag, text) already received with the changes
 
     def _changes(self, calendar) -> "CalDavSource._Changes":
+        ctag = None
+        if self.mode == "auto" and self._has_ctag is not False:
+            ctag = self._read_ctag(calendar)
+            if ctag is None:
+                log.info("%s: the server returns no getctag; asking for changes with sync-collection only",
+                         self.describe())
+                self._has_ctag = False
+            else:
+                self._has_ctag = True
+                if self._synced and self._sync_token is not None and ctag == self._ctag:
+                    return self._Changes(full=False, fetch={}, removed=set(), ctag=ctag, mode="sync-token")
         if self.mode in ("auto", "sync-token"):
             try:
-                return self._changes_by_token(calendar)
+                changes = self._changes_by_token(calendar)
+                changes.ctag = ctag
+                return changes
             except Exception as exc:
                 if self.mode == "auto" and self._refuses_report(exc):
                     log.info("%s: the server refuses sync-collection (%s); using ctag/ETags from now on",
@@ -209,7 +262,7 @@ class CalDavSource(CalendarSource):
                     self.mode = "ctag"
                 else:
                     raise
-        return self._changes_by_ctag(calendar)
+        return self._changes_by_ctag(calendar, ctag)
 
     @staticmethod
     def _refuses_report(exc: Exception) -> bool:
@@ -309,12 +362,17 @@ class CalDavSource(CalendarSource):
                         self.describe(), MAX_SYNC_PAGES)
         return pages
 
-    def _changes_by_ctag(self, calendar) -> "CalDavSource._Changes":
-        from caldav.elements import dav
-
+    def _read_ctag(self, calendar) -> str | None:
+        """The collection's ``getctag`` (depth-0 PROPFIND), or None if the server has none."""
         self.requests += 1
         props = calendar.get_properties([_ctag_element()])
-        ctag = props.get(_CTAG) if isinstance(props, dict) else None
+        return (props.get(_CTAG) if isinstance(props, dict) else None) or None
+
+    def _changes_by_ctag(self, calendar, ctag: str | None = None) -> "CalDavSource._Changes":
+        from caldav.elements import dav
+
+        if ctag is None:
+            ctag = self._read_ctag(calendar)
         if ctag and self._synced and ctag == self._ctag:
             return self._Changes(full=False, fetch={}, removed=set(), ctag=ctag, mode="ctag")
         self.requests += 1

@@ -1,6 +1,8 @@
 """The source contract (``contract.py``) against every source.
 
-* CalDAV: a real Radicale 3 server on 127.0.0.1 (subprocess, temporary storage);
+* CalDAV: a real Radicale 3 server on 127.0.0.1 (subprocess, temporary storage),
+  served by its own HTTP/1.0 server (``sync-token`` and ``ctag`` modes) and over
+  HTTP/1.1 keep-alive (``auto`` mode, as the benchmark runs it);
 * EWS: :mod:`.fake_ews`, the SOAP exchangelib sends and Exchange answers;
 * Graph: :mod:`.fake_graph`, Entra ID's token endpoint and Graph's calendarView delta, over TLS.
 
@@ -8,6 +10,7 @@ Each test gets its own calendar or mailbox on a server shared by the module.
 """
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import http.server
 import itertools
@@ -17,14 +20,17 @@ import threading
 
 import pytest
 
-from esl_app.calendar.caldav_source import CalDavSource
+from esl_app.calendar.caldav_source import CalDavSource, ClientPool
+from esl_app.calendar.config import CalendarConfig, EmployeeCalendar, ServerConfig
 from esl_app.calendar.ews_source import EwsSource
 from esl_app.calendar.expand import window
 from esl_app.calendar.graph_source import GraphAuth, GraphSource
-from esl_app.calendar.source import Throttled
+from esl_app.calendar.keywords import KeywordRules
+from esl_app.calendar.source import Throttled, Unavailable
+from esl_app.calendar.worker import CalendarWorker
 
 from .contract import LONDON, NOW, Backend, SourceContract
-from .events import Event, to_ics
+from .events import Event, local, to_ics
 from .fake_ews import FakeExchange
 from .fake_graph import FakeGraph
 from .radicale_server import RadicaleServer
@@ -85,10 +91,27 @@ class CalDavBackend(Backend):
         self.client.close()
 
 
+def _serve_radicale(tmp_path_factory, wsgi: str):
+    with RadicaleServer(str(tmp_path_factory.mktemp("radicale")), {"anna": SECRET}, wsgi=wsgi) as server:
+        yield server
+
+
+def _caldav_backend(server: RadicaleServer, mode: str):
+    backend = CalDavBackend(server, mode)
+    yield backend
+    backend.close()
+
+
 @pytest.fixture(scope="module")
 def radicale(tmp_path_factory):
-    with RadicaleServer(str(tmp_path_factory.mktemp("radicale")), {"anna": SECRET}) as server:
-        yield server
+    """Radicale's own server (HTTP/1.0, a connection per request)."""
+    yield from _serve_radicale(tmp_path_factory, "builtin")
+
+
+@pytest.fixture(scope="module")
+def radicale_keep_alive(tmp_path_factory):
+    """Radicale's application over HTTP/1.1 keep-alive."""
+    yield from _serve_radicale(tmp_path_factory, "keep-alive")
 
 
 class TestCalDavSyncToken(SourceContract):
@@ -96,9 +119,15 @@ class TestCalDavSyncToken(SourceContract):
 
     @pytest.fixture
     def backend(self, radicale):
-        backend = CalDavBackend(radicale, "sync-token")
-        yield backend
-        backend.close()
+        yield from _caldav_backend(radicale, "sync-token")
+
+
+class TestCalDavAuto(SourceContract):
+    """getctag first, sync-collection when it moved (the default), against Radicale over HTTP/1.1."""
+
+    @pytest.fixture
+    def backend(self, radicale_keep_alive):
+        yield from _caldav_backend(radicale_keep_alive, "auto")
 
 
 class TestCalDavCtag(SourceContract):
@@ -106,10 +135,9 @@ class TestCalDavCtag(SourceContract):
 
     @pytest.fixture
     def backend(self, radicale):
-        backend = CalDavBackend(radicale, "ctag")
-        backend.capabilities = frozenset()      # no tokens to expire in this mode
-        yield backend
-        backend.close()
+        for backend in _caldav_backend(radicale, "ctag"):
+            backend.capabilities = frozenset()      # no tokens to expire in this mode
+            yield backend
 
 
 # --- EWS against the fake Exchange --------------------------------------------------------------
@@ -246,10 +274,167 @@ def test_caldav_throttling_answer_becomes_throttled():
         thread.join(5)
 
 
+def test_caldav_auto_asks_for_the_ctag_first(radicale_keep_alive, monkeypatch):
+    """Should cost one getctag PROPFIND when nothing changed, and the sync-collection REPORT
+    on top only when the ctag moved."""
+    reports = []
+    sync_collection = CalDavSource._sync_collection
+
+    def spy(self, calendar, token):
+        reports.append(token)
+        return sync_collection(self, calendar, token)
+
+    monkeypatch.setattr(CalDavSource, "_sync_collection", spy)
+    backend = CalDavBackend(radicale_keep_alive, "auto")
+    backend.put(Event("first", "m First", local("2026-10-20 10:00"), local("2026-10-20 11:00")))
+    source = backend.source()
+    assert source.sync(window(NOW), LONDON).kind == "full"
+    assert reports == [None]
+    before = source.requests
+    unchanged = source.sync(window(NOW), LONDON)
+    assert not unchanged.changed and unchanged.kind == "incremental"
+    assert source.requests == before + 1 and len(reports) == 1
+    backend.put(Event("second", "lunch", local("2026-10-20 12:00"), local("2026-10-20 13:00")))
+    changed = source.sync(window(NOW), LONDON)
+    assert changed.changed and changed.kind == "incremental" and changed.fetched == 1
+    assert sorted(o.title for o in changed.occurrences) == ["lunch", "m First"]
+    assert source.requests == before + 3 and len(reports) == 2 and reports[1] is not None
+    backend.close()
+
+
+def test_caldav_auto_without_getctag_uses_sync_collection_alone(radicale, monkeypatch):
+    """Should ask a server that returns no getctag only once, then sync with the REPORT alone."""
+    asked = []
+
+    def no_ctag(self, calendar):
+        asked.append(self.url)
+        return None
+
+    monkeypatch.setattr(CalDavSource, "_read_ctag", no_ctag)
+    backend = CalDavBackend(radicale, "auto")
+    backend.put(Event("first", "m First", local("2026-10-20 10:00"), local("2026-10-20 11:00")))
+    source = backend.source()
+    source.sync(window(NOW), LONDON)
+    backend.delete("first")
+    result = source.sync(window(NOW), LONDON)
+    assert result.changed and result.kind == "incremental" and result.occurrences == []
+    assert not source.sync(window(NOW), LONDON).changed
+    assert asked == [source.url]
+    backend.close()
+
+
+CALENDARS = 12
+TEAM = "id: acme\nname: Acme\ncountry: GB\ntimezone: Europe/London\nemployees:\n" + "".join(
+    f'  - {{extension: "{3001 + i}", name: "Person {i}", role: user}}\n' for i in range(CALENDARS))
+
+
+def _team_worker(store, backends, pool: ClientPool, parallel: int) -> CalendarWorker:
+    server = ServerConfig(name="radicale", kind="caldav", url="http://127.0.0.1/")
+    config = CalendarConfig(servers={"radicale": server}, parallel=parallel, timezone="Europe/London",
+                            employees=tuple(EmployeeCalendar(str(3001 + i), "radicale", calendar=b.url,
+                                                             rules=KeywordRules()) for i, b in enumerate(backends)))
+    by_url = {b.url: b for b in backends}
+    return CalendarWorker(store, config, clock=lambda: NOW, source_factory=lambda srv, emp, creds: CalDavSource(
+        emp.calendar, username="anna", password=SECRET, timeout=10, pool=pool, sync=by_url[emp.calendar].mode))
+
+
+def _store_content(store) -> dict:
+    """Every employee's stored intervals by source, and the presence flag routing reads first."""
+    return {ext: (store.referrals(ext), store.live(ext).referral if store.live(ext) else None)
+            for ext in (str(3001 + i) for i in range(CALENDARS))}
+
+
+def test_a_concurrent_sync_writes_what_a_sequential_one_does(radicale_keep_alive, make_store):
+    """Should leave the same store content when 12 calendars are synced 8 at a time (sharing
+    connections and the LMDB writer) as when they are synced one at a time: after the first
+    sync, and after edits and deletions."""
+    backends = [CalDavBackend(radicale_keep_alive, "auto") for _ in range(CALENDARS)]
+    for i, backend in enumerate(backends):
+        day = 19 + i % 5
+        backend.put(Event("a", f"m Review {i}", local(f"2026-10-{day} 10:00"), local(f"2026-10-{day} 11:00")))
+        backend.put(Event("b", "lunch", local("2026-10-19 12:00"), local("2026-10-19 13:00"),
+                          rrule=f"FREQ=DAILY;COUNT={2 + i}"))
+        if i % 3 == 0:
+            backend.put(Event("c", "va Away", dt.date(2026, 10, 26), dt.date(2026, 10, 28), private=i % 2 == 0))
+    pool = ClientPool()
+    concurrent, sequential = make_store(TEAM), make_store(TEAM)
+    workers = [(_team_worker(concurrent, backends, pool, 8), concurrent),
+               (_team_worker(sequential, backends, pool, 1), sequential)]
+    for worker, _ in workers:
+        assert worker.run_once(now=NOW)["ok"] == CALENDARS
+    first = _store_content(concurrent)
+    assert first == _store_content(sequential)
+    assert all(intervals and flag for intervals, flag in first.values())
+    for i, backend in enumerate(backends):
+        if i % 2:
+            backend.put(Event("a", f"sick Review {i} moved", local("2026-10-21 14:00"), local("2026-10-21 15:00")))
+        if i % 3 == 1:
+            backend.delete("b")
+    for worker, _ in workers:
+        summary = worker.run_once(now=NOW)
+        assert summary["ok"] == summary["incremental"] == CALENDARS
+    second = _store_content(concurrent)
+    assert second == _store_content(sequential)
+    assert [ext for ext in first if first[ext] != second[ext]] == [
+        str(3001 + i) for i in range(CALENDARS) if i % 2 or i % 3 == 1]
+    pool.close()
+    for backend in backends:
+        backend.close()
+
+
+def test_caldav_clients_are_reused_whichever_thread_syncs(radicale_keep_alive, make_store):
+    """Should sync pass after pass over at most ``parallel`` clients (kept-alive connections):
+    a client goes back to the pool after each sync, not to the thread that ran it."""
+    backends = [CalDavBackend(radicale_keep_alive, "auto") for _ in range(6)]
+    for backend in backends:
+        backend.put(Event("a", "m Standup", local("2026-10-20 10:00"), local("2026-10-20 10:15")))
+    pool = ClientPool()
+    worker = _team_worker(make_store(TEAM), backends, pool, 3)
+    for _pass in range(3):          # each pass runs on new threads
+        assert worker.run_once(now=NOW)["ok"] == 6
+    assert 1 <= len(pool._all) <= 3
+    pool.close()
+    assert pool._all == []
+    for backend in backends:
+        backend.close()
+
+
+def test_caldav_client_pool_keeps_few_idle_clients_and_drops_broken_ones(monkeypatch):
+    """Should hand an idle client of the same server and account out again, close the least
+    recently used ones beyond ``max_idle``, and close rather than reuse a client whose sync
+    found the server unreachable."""
+    class Client:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(ClientPool, "_build", staticmethod(lambda *args, **options: Client()))
+    pool = ClientPool(max_idle=2)
+
+    def use(account):
+        with pool.client("http://127.0.0.1:1/", account, SECRET, None, timeout=5, verify=True) as client:
+            return client
+
+    anna = use("anna")
+    assert use("anna") is anna
+    bob, carl = use("bob"), use("carl")
+    assert anna.closed and not bob.closed and not carl.closed
+    assert use("anna") is not anna and bob.closed          # anna back, bob now the oldest idle
+    with pytest.raises(Unavailable):
+        with pool.client("http://127.0.0.1:1/", "carl", SECRET, None, timeout=5, verify=True) as broken:
+            raise Unavailable("server down")
+    assert broken is carl and carl.closed and use("carl") is not carl
+    with pool.client("http://127.0.0.1:1/", "dora", SECRET, None, timeout=5, verify=True) as dora:
+        pool.close()                                       # while dora's sync runs
+        assert not dora.closed
+    assert dora.closed and pool._all == []
+    assert not use("anna").closed                          # usable after close(), as after a restart
+
+
 def test_graph_pages_follow_next_links(graph):
     """Should follow @odata.nextLink pages to the delta link (page size 200, 450 instances)."""
     backend = GraphBackend(graph)
-    from .events import local
     backend.put(Event("many", "lunch", local("2026-10-15 12:00"), local("2026-10-15 12:05"),
                       rrule="FREQ=HOURLY;COUNT=450"))
     source = backend.source()
@@ -289,7 +474,6 @@ def test_ews_unknown_mailbox_is_not_found(exchange):
 def test_ews_sends_what_exchange_expects(exchange):
     """Should probe the version once, find the calendar, then only SyncFolderItems while nothing changes."""
     backend = EwsBackend(exchange)
-    from .events import local
     backend.put(Event("x", "m X", local("2026-10-20 10:00"), local("2026-10-20 11:00")))
     source = backend.source()
     start = len(exchange.requests)

@@ -55,6 +55,8 @@ cdef class _State:
     """Per store: the table handles, and each company's key and rules with their config generation."""
     cdef object meta, dial, history, crm, ext
     cdef dict companies         # company -> (key bytes, generation, rules bytes)
+    cdef object txn_id          # the snapshot the generation below was read in (LMDB txn id), or None
+    cdef int64_t generation
 
 
 cdef _State state_of(store):
@@ -66,6 +68,7 @@ cdef _State state_of(store):
     state.meta, state.dial, state.history = dbs["meta"], dbs[RULES_TABLE], dbs["history"]
     state.crm, state.ext = dbs["crm"], dbs["ext"]
     state.companies = {}
+    state.txn_id = None
     store.__dict__["_icm_state"] = state
     return state
 
@@ -130,9 +133,17 @@ cdef object lookup_txn(object txn, object store, str company, str caller, int64_
     cdef _State st = state_of(store)
     cdef bytes ckey
     get = txn.get
-    raw = get(b"generation", None, st.meta)
-    if raw is not None and PyBytes_GET_SIZE(raw) == 8:
-        generation = rd_i64(<const unsigned char*>PyBytes_AS_STRING(raw))
+    # LMDB numbers snapshots by the last write committed: the same id is the same data, so the
+    # config generation read in it still holds (any write, even of call history, changes the id).
+    txn_id = txn.id()
+    if st.txn_id is not None and txn_id == st.txn_id:
+        generation = st.generation
+    else:
+        raw = get(b"generation", None, st.meta)
+        if raw is not None and PyBytes_GET_SIZE(raw) == 8:
+            generation = rd_i64(<const unsigned char*>PyBytes_AS_STRING(raw))
+        st.txn_id = txn_id
+        st.generation = generation
     hit = st.companies.get(company)
     if hit is not None and (<tuple>hit)[1] == generation:
         ckey = (<tuple>hit)[0]

@@ -489,6 +489,27 @@ def relevant(list records, at_obj):
         PyMem_Free(spans)
 
 
+cdef bint any_in_force(bytes raw, int64_t at) except -1:
+    """Whether an interval of a referral record is in force at ``at`` (no objects built)."""
+    cdef Cur c
+    cdef Str s
+    cdef int64_t start, end
+    cdef Py_ssize_t i, count
+    open_rec(raw, &c, REC_REFERRAL)
+    count = rd_u16(&c)
+    for i in range(count):
+        rd_i64(&c, &start)
+        rd_i64(&c, &end)
+        if start <= at < end:
+            return True
+        rd_str(&c, &s)
+        rd_str(&c, &s)
+        rd_str(&c, &s)
+        rd_u8(&c)
+        rd_str(&c, &s)
+    return False
+
+
 cdef object interval_at(bytes raw, Py_ssize_t pos):
     cdef Cur c
     cdef Str status, reason, alternate, source
@@ -552,6 +573,7 @@ cdef class _Decision:
     cdef object txn
     cdef dict dbs
     cdef object c0, c1, c2, c3, c4     # each table's cursor ``get``, opened on first use
+    cdef object c5                     # the referral table's cursor, opened on first use
     cdef str caller
     cdef int64_t at
     cdef public str company
@@ -1085,7 +1107,27 @@ cdef class _Decision:
 
     # -- referral status (rare: only employees flagged LIVE_REFERRAL) ------------
 
+    cdef bint referral_maybe(self, str ext) except -1:
+        """Whether any stored status of ``ext`` is in force now: a C scan of its records, so
+        employees whose statuses are all past or future cost one cursor walk, no objects."""
+        if self.c5 is None:
+            self.c5 = self.txn.cursor(self.dbs["referral"])
+        cur = self.c5
+        prefix = (ext + "/").encode()
+        if not cur.set_range(prefix):
+            return False
+        while True:
+            key = cur.key()
+            if not (<bytes>key).startswith(prefix):
+                return False
+            if any_in_force(<bytes>cur.value(), self.at):
+                return True
+            if not cur.next():
+                return False
+
     cdef object referral(self, str ext, Emp* e):
+        if not self.referral_maybe(ext):
+            return None
         return referral_route.in_force(self.txn, self.dbs["referral"], self.dbs["company"], ext, py(e.company),
                                        self.at, relevant)
 
@@ -1134,6 +1176,8 @@ cdef class _Decision:
         """Why a department member with a status is skipped (None: ring them)."""
         cdef Emp e
         cdef Dest to
+        if not self.referral_maybe(member):
+            return None
         raw = self.get(member, T_EXT)
         read_employee(span(raw), &e)
         status = self.referral(member, &e)

@@ -3,10 +3,12 @@
 Three processes:
 
 * ``python -m esl_app.cli serve`` — the service exactly as an operator runs it
-  (generated service YAML, the 10,000-employee store of ``bench/conftest.py``,
-  the ESL password from the environment; its presence listener points at a
-  port where no switch answers, so the live state stays the store's busy
-  afternoon).  Its call log goes to a file.
+  (generated service YAML with ``workers: 2``, the 10,000-employee store of
+  ``bench/conftest.py``, the ESL password from the environment; its presence
+  listener points at a port where no switch answers, so the live state stays
+  the store's busy afternoon).  Its call log goes to a file.  With workers,
+  the service is the parent and its outbound worker processes: memory and CPU
+  are summed over all of them.
 * ``python -m tests.load_switch`` — the load generator: FreeSWITCH's outbound
   ``socket ... async full`` calls, frame for frame as ``tests/fake_freeswitch``
   plays them (``tests/test_load_switch.py`` checks that), on one asyncio loop.
@@ -15,8 +17,8 @@ Three processes:
   ``answer_delay`` and held ``hold`` seconds, so about ``concurrency`` calls
   are up at once.
 * pytest: builds the call set, starts both, samples the server's VmRSS /
-  RssAnon / CPU time and ``GET /health``'s ``active_calls`` every 0.5 s, and
-  checks every call.
+  RssAnon / CPU time (parent and workers) and ``GET /health``'s
+  ``active_calls`` (summed over the workers) every 0.5 s, and checks every call.
 
 The call set is ``company_gen.call_mix`` (calls to company numbers from
 outside, internal calls from authenticated phones, outbound calls in national
@@ -39,11 +41,13 @@ Figures (``benchmark.extra_info``):
   (or none) is not the one ``fastpath.engine.decide`` + ``esl_app.dial_string``
   give for that call;
 * ``kib_per_call`` — (VmRSS at steady state − VmRSS idle after the warm-up)
-  / concurrent calls, median over the steady samples.
+  / concurrent calls, median over the steady samples; VmRSS is the sum over
+  the service's processes (pages a fork shares count once per process, and
+  the same in both samples).
 
 Run length: ``--benchmark-only`` runs the full profile (1,000 calls/s, 2,000
-concurrent, 60 s sustained; ``SWITCHBOARD_LOAD_SECONDS``, ``_RATE`` and
-``_CONCURRENCY`` override it).  ``--benchmark-disable`` (CI) runs a few seconds
+concurrent, 60 s sustained, 2 workers; ``SWITCHBOARD_LOAD_SECONDS``,
+``_RATE``, ``_CONCURRENCY`` and ``_WORKERS`` override it).  ``--benchmark-disable`` (CI) runs a few seconds
 at a lower rate: same checks, zero lost and misrouted asserted in both.
 """
 from __future__ import annotations
@@ -76,9 +80,9 @@ PASSWORD = "bench-esl-secret"
 LONDON = ZoneInfo("Europe/London")
 
 FULL = {"rate": 1000.0, "concurrency": 2000, "ramp": 10.0, "duration": 60.0, "answer_delay": 0.2,
-        "mix": 5000, "warmup_rate": 500.0}
+        "mix": 5000, "warmup_rate": 500.0, "workers": 2}
 CI = {"rate": 200.0, "concurrency": 200, "ramp": 1.0, "duration": 3.0, "answer_delay": 0.1,
-      "mix": 700, "warmup_rate": 300.0}
+      "mix": 700, "warmup_rate": 300.0, "workers": 2}
 
 
 # --- the calls -------------------------------------------------------------------------------
@@ -190,15 +194,23 @@ def _proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def _processes_status(pids: list[int]) -> dict[str, int]:
+    """:func:`_proc_status` summed over ``pids`` (the service and its workers)."""
+    total = collections.Counter()
+    for pid in pids:
+        total.update(_proc_status(pid))
+    return dict(total)
+
+
 class Service:
     """``switchboard serve`` in its own process."""
 
-    def __init__(self, store_path: str, workdir: Path):
+    def __init__(self, store_path: str, workdir: Path, workers: int = 1):
         self.outbound, self.directory, esl = _free_port(), _free_port(), _free_port()
         config = workdir / "service.yaml"
         config.write_text(f"service:\n  outbound: 127.0.0.1:{self.outbound}\n"
                           f"  directory: 127.0.0.1:{self.directory}\n  esl: 127.0.0.1:{esl}\n"
-                          f"  gateway: {GATEWAY}\n  max_calls: 4000\n")
+                          f"  gateway: {GATEWAY}\n  max_calls: 4000\n  workers: {workers}\n")
         self.log_path = workdir / "serve.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -206,11 +218,14 @@ class Service:
             cwd=ROOT, env={**os.environ, "SWITCHBOARD_ESL_PASSWORD": PASSWORD},
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        while not (_health(self.directory) or {}).get("healthy"):
+        while not (health := _health(self.directory) or {}).get("healthy"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"switchboard serve did not come up:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.1)   # another process: nothing to wait on but time
+        #: the service's processes: serve itself and its outbound workers
+        self.pids = [self.proc.pid] + [w["pid"] for w in health["outbound"].get("workers", [])]
+        assert len(self.pids) == (workers if workers > 1 else 0) + 1, health["outbound"]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -278,7 +293,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self._done.is_set():
             t = time.monotonic()
-            sample = {"t": t, **_proc_status(self.service.proc.pid), "machine_ticks": _machine_busy_ticks()}
+            sample = {"t": t, **_processes_status(self.service.pids), "machine_ticks": _machine_busy_ticks()}
             try:
                 sample["generator_ticks"] = _proc_status(self.generator_pid)["cpu_ticks"] if self.generator_pid else 0
             except OSError:
@@ -302,6 +317,8 @@ def _profile(disabled: bool) -> dict:
     for key, name in (("rate", "SWITCHBOARD_LOAD_RATE"), ("concurrency", "SWITCHBOARD_LOAD_CONCURRENCY")):
         if not disabled and os.environ.get(name):
             profile[key] = float(os.environ[name])
+    if not disabled and os.environ.get("SWITCHBOARD_LOAD_WORKERS"):
+        profile["workers"] = int(os.environ["SWITCHBOARD_LOAD_WORKERS"])
     profile["hold"] = max(0.0, profile["concurrency"] / profile["rate"] - profile["answer_delay"])
     return profile
 
@@ -334,7 +351,7 @@ def test_call_load(benchmark, big_store, tmp_path):
     set_seconds = time.perf_counter() - started
     assert len(specs) > 100, kinds
 
-    service = Service(big_store.path, tmp_path)
+    service = Service(big_store.path, tmp_path, profile["workers"])
     try:
         # Warm-up: every call of the set once, few at a time, so the store pages
         # they read are mapped before "idle" is measured (the heap stays small).
@@ -344,7 +361,7 @@ def test_call_load(benchmark, big_store, tmp_path):
                               "max_open": 5000}, tmp_path, "warmup")
         warm_check = _check(warm, dials)
         time.sleep(0.5)
-        idle = min((_proc_status(service.proc.pid) for _ in range(3)), key=lambda s: s["VmRSS"])
+        idle = min((_processes_status(service.pids) for _ in range(3)), key=lambda s: s["VmRSS"])
 
         load = {"port": service.outbound, "calls": specs, "rate": profile["rate"], "ramp": profile["ramp"],
                 "duration": profile["duration"], "answer_delay": profile["answer_delay"],
@@ -408,7 +425,7 @@ def test_call_load(benchmark, big_store, tmp_path):
         misrouted_calls=misrouted,
         kib_per_call=round(kib_per_call, 1) if kib_per_call is not None else None,
         anon_kib_per_call=round(anon_per_call, 1) if anon_per_call is not None else None,
-        offered_calls_per_s=profile["rate"], sustained_seconds=profile["duration"], ramp_seconds=profile["ramp"],
+        service_workers=profile["workers"], offered_calls_per_s=profile["rate"], sustained_seconds=profile["duration"], ramp_seconds=profile["ramp"],
         answer_delay_s=profile["answer_delay"], hold_s=round(profile["hold"], 3),
         peak_concurrent_calls=max((s["active"] or 0) for s in sampler.samples) if sampler.samples else 0,
         setup_ms_p50=pct(0.5), setup_ms_p99=pct(0.99), setup_ms_max=round(latencies[-1], 1) if latencies else None,

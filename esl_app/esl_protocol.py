@@ -389,6 +389,62 @@ _EVENT_PARSERS = {
 }
 
 
+class _EncodedValues:
+    """Header values that stay percent-encoded until read: :meth:`get` decodes
+    the one value asked for; :attr:`headers` and :meth:`get_all` decode them
+    all once.  Same answers as decoding up front (the ``connect`` reply)."""
+
+    __slots__ = ()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self._values
+        try:
+            index = self._names.index(name)
+        except ValueError:
+            return default
+        if values is not None:
+            return values[index]
+        value = self._raw[index]
+        return unquote(value) if "%" in value else value
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        self._decode()
+        return list(zip(self._names, self._values))
+
+    def get_all(self, name: str) -> list[str]:
+        self._decode()
+        return _HeaderList.get_all(self, name)
+
+    def _decode(self) -> None:
+        if self._values is None:
+            self._values = _unquote_all(self._raw)
+
+
+class _EncodedEvent(_EncodedValues, Event):
+    """The ``connect`` reply's CHANNEL_DATA :class:`Event` (see :class:`_EncodedValues`)."""
+
+    __slots__ = ("_raw",)
+
+    @classmethod
+    def _of(cls, names: list[str], raw: list[str]) -> _EncodedEvent:
+        event = cls.__new__(cls)
+        event._names, event._values, event._raw, event.body, event._block = names, None, raw, b"", None
+        return event
+
+
+class _EncodedMessage(_EncodedValues, Message):
+    """The ``connect`` reply's :class:`Message` (see :class:`_EncodedValues`)."""
+
+    __slots__ = ("_raw",)
+
+    @classmethod
+    def _of(cls, names: list[str], raw: list[str], body: bytes, event: Event) -> _EncodedMessage:
+        message = cls.__new__(cls)
+        message._names, message._values, message._raw, message.body, message.event = names, None, raw, body, event
+        return message
+
+
 class _CompiledEvent(Event):
     """An :class:`Event` of the compiled kernel, which also splits its block."""
 
@@ -544,8 +600,9 @@ class EslParser:
         if content_type == "command/reply" and "Event-Name" in names:
             # The outbound ``connect`` reply: a whole CHANNEL_DATA event as
             # percent-encoded headers, including ``Reply-Text: %2BOK%0A``.
-            values = _unquote_all(values)
-            return Message(names, values, body, Event(names, values))
+            # ~130 of them, of which a call reads about ten: each is decoded
+            # when read, all of them only when something lists them.
+            return _EncodedMessage._of(names, values, body, _EncodedEvent._of(names, values))
         return Message(names, values, body)
 
 

@@ -38,7 +38,8 @@ FreeSWITCH behaviour relied on, and where it is seen:
 * a failed bridge reports its cause as ``originate_disposition`` /
   ``DIALSTATUS`` (FREESWITCH-NOTES "Dialling and outcomes"); without
   ``continue_on_fail`` most causes hang the caller up, hence
-  ``continue_on_fail=true`` before the first bridge;
+  ``continue_on_fail=true`` (with ``hangup_after_bridge=true``, in one
+  ``multiset``) before the first bridge;
 * the caller hanging up: CHANNEL_HANGUP, then the running application's
   EXECUTE_COMPLETE, then (with ``linger``) a ``linger`` disconnect notice and,
   after our ``exit``, ``+OK bye``, the ``disconnect`` notice and EOF
@@ -668,6 +669,10 @@ class ExecutorSettings:
 
 
 STEP_LIMIT_CAUSE = "RECOVERY_ON_TIMER_EXPIRE"
+#: Set before the first bridge, in one application (mod_dptools' ``multiset``:
+#: space-separated ``var=value`` pairs): a failed leg leaves the caller with us,
+#: and the end of an answered bridge ends the call.
+BRIDGE_VARIABLES = ("multiset", "continue_on_fail=true hangup_after_bridge=true")
 
 
 class _Finished(Exception):
@@ -878,12 +883,12 @@ class Executor:
             return step.on_unreachable
         apps = [("bridge", dial)]
         if not self._bridge_ready:   # sent with the first bridge, in one write
-            apps[:0] = [("set", "continue_on_fail=true"), ("set", "hangup_after_bridge=true")]
+            apps.insert(0, BRIDGE_VARIABLES)
         self._ring_targets = step.targets
         waiters = self.channel.start_all(apps)
         waiter = waiters.pop()
-        while waiters:   # the sets; their completions (a few KiB each) are not kept for the call
-            self.channel.wait(waiters.pop(0), self.settings.command_timeout)
+        if waiters:   # the multiset; its completion (a few KiB) is not kept for the call
+            self.channel.wait(waiters.pop(), self.settings.command_timeout)
         self._bridge_ready = True
         try:
             done = self.channel.wait(waiter, step.timeout + self.settings.ring_slack)

@@ -88,7 +88,10 @@ class Detach(BaseException):
 class OutboundServer:
     """Accepts FreeSWITCH's outbound ESL connections and routes each call.
 
-    ``store`` is an open :class:`fastpath.store.Store` (read-only is enough).
+    ``store`` is an open :class:`fastpath.store.Store` (read-only is enough
+    unless callers use the status feature codes).  ``listener``: an already
+    bound and listening gevent socket (``switchboard serve`` with ``workers``
+    shares one between processes); else it binds ``listen``.
     ``clock`` gives the routing time (POSIX seconds); ``decide`` defaults to
     ``fastpath.engine.decide``.  Create it anywhere; call :meth:`start` and
     :meth:`stop` on the thread whose gevent hub serves it.
@@ -98,11 +101,12 @@ class OutboundServer:
                  gateway: str = "carrier", clock: Callable[[], float] = time.time,
                  decide: Callable | None = None, settings: ExecutorSettings | None = None,
                  handshake_timeout: float = 5.0,
-                 on_wire: Callable[[str, bytes], None] | None = None):
+                 on_wire: Callable[[str, bytes], None] | None = None, listener=None):
         if not 1 <= int(max_calls) <= 100_000:
             raise ValueError(f"max_calls must be from 1 to 100000, not {max_calls!r}")
         self.store = store
         self.listen = (listen[0], int(listen[1]))
+        self.listener = listener    # a bound, listening gevent socket to accept on instead of binding `listen`
         self.max_calls = int(max_calls)
         self.clock = clock
         self.decide = decide or engine.decide
@@ -135,7 +139,8 @@ class OutboundServer:
             raise RuntimeError("the outbound server is already started")
         self._pool = Pool(self.max_calls)
         self._stopped = gevent.event.Event()
-        self._server = StreamServer(self.listen, self._handle, spawn=self._pool)
+        self._server = StreamServer(self.listener if self.listener is not None else self.listen, self._handle,
+                                    spawn=self._pool)
         self._server.start()
         SERVER_LOG.info("outbound ESL server listening on %s:%d (max_calls=%d, engine=%s)",
                         *self.address, self.max_calls, self.engine_name)

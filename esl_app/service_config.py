@@ -41,15 +41,17 @@ class ServiceConfig:
     esl: Listen = Listen("127.0.0.1", 8021)             # FreeSWITCH's mod_event_socket
     esl_password: str = ""
     gateway: str = "carrier"                            # sofia gateway for external numbers
-    max_calls: int = 4000                               # concurrent call connections (greenlet pool)
+    max_calls: int = 4000                               # concurrent call connections (greenlet pool) per worker
+    workers: int = 1                                    # outbound-server processes sharing the outbound port
     fallback: dict[str, StaticFallback] = field(default_factory=dict)   # by company id
     fs_conf_dir: str = "/etc/freeswitch"
     calendars: str | None = None                        # calendar config file: run the calendar sync worker
     crm: str | None = None                              # CRM config file: run the CRM refresher
 
 
-_KEYS = ("outbound", "directory", "esl", "esl_password", "gateway", "max_calls", "fallback", "fs_conf_dir",
-         "calendars", "crm")
+_KEYS = ("outbound", "directory", "esl", "esl_password", "gateway", "max_calls", "workers", "fallback",
+         "fs_conf_dir", "calendars", "crm")
+MAX_WORKERS = 16
 
 
 def _listen(value, path: str, problems: list[Problem], line, source) -> Listen | None:
@@ -107,6 +109,12 @@ def load_service_config(path: str | None, environ: dict[str, str] | None = None)
             elif key == "max_calls":
                 if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100_000:
                     problems.append(Problem(where, "expected a whole number from 1 to 100000", line, path))
+                else:
+                    changes[key] = int(value)
+            elif key == "workers":
+                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WORKERS:
+                    problems.append(Problem(where, f"expected a whole number of outbound-server processes from 1 "
+                                                   f"to {MAX_WORKERS}, got {value!r}", line, path))
                 else:
                     changes[key] = int(value)
             else:

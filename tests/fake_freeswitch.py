@@ -1335,8 +1335,12 @@ class FakeCall(_Listener):
         self.emit(self.channel.event("CHANNEL_PROGRESS"))
 
     def _app_set(self, arg: str) -> None:
-        name, _, value = arg.partition("=")
-        self.channel.set_var(name, value or None)
+        for name, value in set_pairs(arg):
+            self.channel.set_var(name, value)
+
+    def _app_multiset(self, arg: str) -> None:
+        for name, value in multiset_pairs(arg):
+            self.channel.set_var(name, value)
 
     def _app_export(self, arg: str) -> None:
         self._app_set(arg.removeprefix("nolocal:"))
@@ -1608,9 +1612,34 @@ class FakeCall(_Listener):
 
 INSTANT_APPS = frozenset({
     "log", "info", "say", "phrase", "send_dtmf", "respond", "record_session",
-    "stop_record_session", "multiset", "hash", "db", "limit", "sched_hangup", "voicemail",
+    "stop_record_session", "hash", "db", "limit", "sched_hangup", "voicemail",
     "rxfax", "txfax", "speak", "echo", "event",
 })
+
+
+def set_pairs(data: str) -> list[tuple[str, str | None]]:
+    """What mod_dptools' ``set`` (``base_set()``) does with its argument: the
+    name ends at the first ``=`` (else the first ``,``); an empty value unsets
+    the variable; no name, nothing is set.  (No ``${...}`` expansion here.)"""
+    name, value = data, None
+    for separator in ("=", ","):
+        if separator in data:
+            name, _, value = data.partition(separator)
+            break
+    return [(name, value or None)] if name else []
+
+
+def multiset_pairs(data: str) -> list[tuple[str, str | None]]:
+    """mod_dptools' ``multiset``: ``var=value var2=value2``, split at spaces
+    (``^^X`` first chooses the delimiter X instead), each part set as ``set``
+    does (at most 256 parts, as ``switch_split`` into its array).  Its
+    completion is acked like ``set``: ``+OK``, CHANNEL_EXECUTE,
+    CHANNEL_EXECUTE_COMPLETE (``esl-traces/outbound_bridge.trace``)."""
+    delimiter = " "
+    if data.startswith("^^") and len(data) > 2:
+        delimiter, data = data[2], data[3:]
+    parts = [part for part in data.split(delimiter) if part][:256]
+    return [pair for part in parts for pair in set_pairs(part)]
 
 
 def _app_arg(command: ClientCommand) -> str:

@@ -17,7 +17,7 @@ does it (``shared/esl-traces/outbound_bridge.trace``; layout and texts as in
   ``nixevent`` drops event names again);
 * ``sendmsg`` executes get ``+OK``, CHANNEL_EXECUTE, what the application
   causes (CHANNEL_ANSWER for ``answer``...), CHANNEL_EXECUTE_COMPLETE with
-  the ``Application-UUID`` we were given.  ``answer``, ``set``, ``playback``,
+  the ``Application-UUID`` we were given.  ``answer``, ``set``, ``multiset``, ``playback``,
   ``play_and_get_digits`` (the caller presses nothing), ``voicemail`` and
   ``hangup`` complete at once in virtual time;
 * ``bridge``: every leg answers; the first leg of the first group wins after
@@ -35,7 +35,8 @@ plan started), reached the bridge (and with which dial string), ended, and
 whether anything went wrong (refused or reset connection, a timeout, a
 command FreeSWITCH would refuse, our server letting go of a live channel).
 
-Run as a process (the benchmark does)::
+Run as a process (the benchmark does), on uvloop when it is installed
+(``pip install '.[test]'``), else on asyncio's own loop::
 
     python -m tests.load_switch SPEC.json RESULTS.json
 
@@ -70,7 +71,9 @@ from tests.fake_freeswitch import (
     Q850,
     CommandReader,
     _b_leg_identity,
+    multiset_pairs,
     parse_dial_string,
+    set_pairs,
     sip_uri_user,
 )
 
@@ -620,8 +623,12 @@ class LoadCall(asyncio.Protocol):
         self.call_state = "ACTIVE"   # CHANNEL_CALLSTATE: not among myevents
 
     def _app_set(self, arg: str) -> None:
-        name, _, value = arg.partition("=")
-        self.set_var(name, value or None)
+        for name, value in set_pairs(arg):
+            self.set_var(name, value)
+
+    def _app_multiset(self, arg: str) -> None:
+        for name, value in multiset_pairs(arg):
+            self.set_var(name, value)
 
     def _app_playback(self, arg: str) -> str:
         seconds = self.settings.playback_seconds   # PLAYBACK_START/STOP: not among myevents
@@ -886,6 +893,16 @@ async def play_call(host: str, port: int, spec: LoadCallSpec, settings: LoadSett
     return call
 
 
+def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    """uvloop's loop when installed (its transports, timers and callbacks are
+    C, so the generator needs less CPU per call), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None, "asyncio"
+    return uvloop.new_event_loop, f"uvloop {uvloop.__version__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
@@ -897,7 +914,11 @@ def main(argv: list[str] | None = None) -> int:
     def started(at: float) -> None:
         print(f"started {at:.6f}", flush=True)
 
-    results = asyncio.run(run_load(spec, started))
+    loop_factory, loop_name = event_loop_factory()
+    print(f"event loop {loop_name}", flush=True)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        results = runner.run(run_load(spec, started))
+    results["event_loop"] = loop_name
     with open(args[1], "w") as f:
         json.dump(results, f)
     errors = sum(1 for r in results["records"] if r[7])

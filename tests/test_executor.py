@@ -352,8 +352,8 @@ def test_answered_ring_ends_the_plan(harness):
     legs = {"user/2001@acme.example": Outcome.ANSWER}
     call, report, _ = harness.run([ring_ext(), Hangup("NORMAL_CLEARING", "never reached")],
                                   scenario=Scenario(legs=legs))
-    assert call.executed[:2] == [("set", "continue_on_fail=true"), ("set", "hangup_after_bridge=true")]
-    assert call.executed[2][0] == "bridge" and len(call.executed) == 3
+    assert call.executed[0] == ("multiset", "continue_on_fail=true hangup_after_bridge=true")
+    assert call.executed[1][0] == "bridge" and len(call.executed) == 2
     assert (report.outcome, report.detail) == ("answered", "ext 2001 (Alice)")
     assert call.bridges[-1].answered == "user/2001@acme.example"
     assert call.hangup_cause == "NORMAL_CLEARING"    # hangup_after_bridge
@@ -468,7 +468,7 @@ def test_caller_hanging_up_mid_plan_stops_cleanly(harness):
 
 
 def test_caller_hanging_up_while_ringing(harness):
-    scenario = Scenario(legs={"user/2001@acme.example": Outcome.NO_ANSWER}, caller_hangs_up_after=5)
+    scenario = Scenario(legs={"user/2001@acme.example": Outcome.NO_ANSWER}, caller_hangs_up_after=4)
     call, report, _ = harness.run([ring_ext(on_no_answer=(Voicemail("2001", "vm"),))], scenario=scenario)
     assert report.outcome == "caller_hung_up"
     assert call.bridges[-1].cause == "ORIGINATOR_CANCEL" and call.errors == []
@@ -543,13 +543,12 @@ def test_hangup_before_the_bridge_completes_still_counts_as_answered(store):
     uuid = "0f0e0d0c-0000-4000-8000-000000000002"
     thread = scripted_switch(theirs, [
         frames("+OK", {"Event-Name": "CHANNEL_EXECUTE_COMPLETE", "Unique-ID": uuid, "Application-UUID": "app-1"}),
-        frames("+OK", {"Event-Name": "CHANNEL_EXECUTE_COMPLETE", "Unique-ID": uuid, "Application-UUID": "app-2"}),
         frames("+OK", {"Event-Name": "CHANNEL_BRIDGE", "Unique-ID": uuid,
                        "Other-Leg-Channel-Name": "sofia/internal/2002@acme.example"},
                {"Event-Name": "CHANNEL_HANGUP", "Unique-ID": uuid, "Hangup-Cause": "NORMAL_CLEARING"},
-               {"Event-Name": "CHANNEL_EXECUTE_COMPLETE", "Unique-ID": uuid, "Application-UUID": "app-3"}),
+               {"Event-Name": "CHANNEL_EXECUTE_COMPLETE", "Unique-ID": uuid, "Application-UUID": "app-2"}),
     ])
-    ids = iter(["app-1", "app-2", "app-3"])
+    ids = iter(["app-1", "app-2"])
     channel = CallChannel(ours, timeout=TIMEOUT, new_uuid=lambda: next(ids))
     info = CallInfo.from_channel_data(channel_data(**{"Unique-ID": uuid}))
     ring = Ring((Target("extension", "2001", "Alice", 0, 20), Target("extension", "2002", "Bob", 0, 20)),
@@ -610,9 +609,9 @@ def test_commands_go_in_one_write_and_every_reply_is_read_before_an_error():
     theirs.close()
 
 
-def test_the_first_bridge_is_sent_with_its_two_sets_in_one_write(store):
-    """Should pipeline set, set, bridge (event-lock runs them in order) and
-    still wait for the sets to complete."""
+def test_the_first_bridge_is_sent_with_its_multiset_in_one_write(store):
+    """Should pipeline multiset then bridge (event-lock runs them in order) and
+    still wait for the multiset to complete."""
     ours, theirs = scripted_peer()
     uuid = "0f0e0d0c-0000-4000-8000-000000000003"
 
@@ -622,12 +621,12 @@ def test_the_first_bridge_is_sent_with_its_two_sets_in_one_write(store):
 
     seen = []
     thread = scripted_switch(theirs, [
-        frames("+OK"), frames("+OK"),
-        frames("+OK", completion("app-1"), completion("app-2"),
-               completion("app-3", variable_originate_disposition="USER_BUSY")),
-        frames("+OK", completion("app-4")),
+        frames("+OK"),
+        frames("+OK", completion("app-1"),
+               completion("app-2", variable_originate_disposition="USER_BUSY")),
+        frames("+OK", completion("app-3")),
     ], seen)
-    ids = iter(["app-1", "app-2", "app-3", "app-4"])
+    ids = iter(["app-1", "app-2", "app-3"])
     channel = CallChannel(ours, timeout=TIMEOUT, new_uuid=lambda: next(ids))
     info = CallInfo.from_channel_data(channel_data(**{"Unique-ID": uuid}))
     report = Executor(channel, store, info, decide=Decider(), clock=lambda: NOW).run(
@@ -635,8 +634,8 @@ def test_the_first_bridge_is_sent_with_its_two_sets_in_one_write(store):
     assert (report.outcome, report.detail) == ("hangup", "USER_BUSY")
     thread.join(TIMEOUT)
     assert [(c.header("execute-app-name"), c.header("execute-app-arg"), batch) for c, batch in seen] == [
-        ("set", "continue_on_fail=true", 3), ("set", "hangup_after_bridge=true", 3),
-        ("bridge", seen[2][0].header("execute-app-arg"), 3), ("hangup", "USER_BUSY", 1)]
+        ("multiset", "continue_on_fail=true hangup_after_bridge=true", 2),
+        ("bridge", seen[1][0].header("execute-app-arg"), 2), ("hangup", "USER_BUSY", 1)]
     channel.close()
     theirs.close()
 
@@ -650,3 +649,29 @@ def test_a_refused_application_in_a_batch_drops_every_waiter_of_it():
     assert channel.protocol._apps == {}
     channel.close()
     theirs.close()
+
+
+# --- the connect reply, decoded when read --------------------------------------------------------
+
+def test_the_connect_reply_decodes_a_value_only_when_read_and_reads_like_decoding_all():
+    """Should give, header by header and as a whole, what decoding every value up front gives."""
+    from urllib.parse import unquote
+
+    from esl_app.esl_protocol import EslParser
+    from tests.esl_trace import freeswitch_bytes, load_trace
+
+    stream = freeswitch_bytes(load_trace("outbound_bridge"))
+    for fresh in (lambda m: m, lambda m: (m.headers, m.event.headers) and m):   # lazily, then after listing all
+        connect = fresh(EslParser().feed(stream)[0])
+        raw = stream[:stream.index(b"\n\n")].decode().split("\n")
+        expected = [(name, unquote(value)) for name, _, value in (line.partition(": ") for line in raw)]
+        assert connect.reply_text == "+OK\n" and connect.content_type == "command/reply"
+        assert connect.event.name == "CHANNEL_DATA"
+        for name, value in expected:
+            assert connect.event.get(name) == dict(reversed(expected))[name] == connect.get(name)
+        assert connect.event.get("No-Such-Header", "x") == "x" and "No-Such-Header" not in connect.event
+        assert connect.event.headers == expected == connect.headers
+        assert connect.event.get_all("Event-Name") == ["CHANNEL_DATA"]
+        assert connect.event == Event([n for n, _ in expected], [v for _, v in expected])
+    info = CallInfo.from_channel_data(connect.event)
+    assert info.uuid == connect.event.get("Unique-ID") and info.uuid

@@ -21,6 +21,7 @@ from tests.fake_freeswitch import (
     Outcome,
     Scenario,
     linger_frame,
+    multiset_pairs,
     parse_dial_string,
     sip_uri_user,
 )
@@ -569,6 +570,41 @@ def test_busy_with_continue_on_fail_keeps_the_call(fake, outbound_server):
     peer.execute("voicemail", "default example.com 2001")
     assert peer.event("CHANNEL_EXECUTE_COMPLETE", Application="voicemail")
     peer.close()
+
+
+def test_multiset_sets_each_pair_like_set_and_acks_like_set(fake, outbound_server):
+    """Should read multiset's space-separated var=value pairs as mod_dptools does
+    (an empty value unsets, ``^^X`` picks another delimiter), answering with
+    +OK, CHANNEL_EXECUTE and CHANNEL_EXECUTE_COMPLETE as for ``set``."""
+    call, peer, _ = answer_call(fake, outbound_server,
+                                scenario=Scenario(legs={"user/2001@d": Outcome.BUSY}))
+    peer.command("myevents")
+    peer.execute("set", "gone=soon")
+    peer.execute("multiset", "continue_on_fail=true  hangup_after_bridge=true gone=")
+    assert peer.event("CHANNEL_EXECUTE", Application="multiset")
+    done = peer.event("CHANNEL_EXECUTE_COMPLETE", Application="multiset")
+    assert done["Application-Data"] == "continue_on_fail=true  hangup_after_bridge=true gone="
+    assert (done["variable_continue_on_fail"], done["variable_hangup_after_bridge"]) == ("true", "true")
+    assert "variable_gone" not in done
+    peer.execute("multiset", "^^;a=1 2;b=x y")
+    done = peer.event("CHANNEL_EXECUTE_COMPLETE", Application="multiset")
+    assert (done["variable_a"], done["variable_b"]) == ("1 2", "x y")
+    peer.execute("bridge", "user/2001@d")     # continue_on_fail: the busy leg keeps the caller
+    assert peer.event("CHANNEL_EXECUTE_COMPLETE", Application="bridge")["variable_originate_disposition"] \
+        == "USER_BUSY"
+    assert call.hangup_cause is None and call.errors == []
+    peer.close()
+
+
+@pytest.mark.parametrize("data, pairs", [
+    ("a=1 b=2", [("a", "1"), ("b", "2")]),
+    ("a=1  b= c", [("a", "1"), ("b", None), ("c", None)]),
+    ("^^,a=1,b=x y", [("a", "1"), ("b", "x y")]),
+    ("a,1 b=1,2", [("a", "1"), ("b", "1,2")]),
+    ("", []),
+])
+def test_multiset_pairs_follow_base_set(data, pairs):
+    assert multiset_pairs(data) == pairs
 
 
 def test_no_answer_uses_the_leg_timeout_on_a_virtual_clock(fake, outbound_server):

@@ -109,8 +109,17 @@ CALLS = {
 }
 
 
+def _loops():
+    """asyncio's loop, and uvloop's (what the benchmark uses) when installed."""
+    from tests.load_switch import event_loop_factory
+
+    factory, name = event_loop_factory()
+    return [None] + ([factory] if factory is not None else [])
+
+
+@pytest.mark.parametrize("loop_factory", _loops(), ids=lambda f: "asyncio" if f is None else "uvloop")
 @pytest.mark.parametrize("name", list(CALLS))
-def test_one_call_through_both_switches_is_the_same_on_the_wire(server, name):
+def test_one_call_through_both_switches_is_the_same_on_the_wire(server, name, loop_factory):
     server, wire, clock = server
     clock.now, spec = CALLS[name]
     host, port = server.address
@@ -127,7 +136,8 @@ def test_one_call_through_both_switches_is_the_same_on_the_wire(server, name):
     via_fake = wire.take()
 
     settings = LoadSettings(answer_delay=0.05, hold=0.05, call_timeout=TIMEOUT)
-    load_call = asyncio.run(play_call(host, port, spec, switch=LoadSwitch(settings, hostname="fake-fs")))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        load_call = runner.run(play_call(host, port, spec, switch=LoadSwitch(settings, hostname="fake-fs")))
     wait_for(lambda: server.calls_handled >= 2, "the load switch's call to be logged")
     via_load = wire.take()
 

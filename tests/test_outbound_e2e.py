@@ -291,7 +291,7 @@ def test_business_hours_play_the_greeting_then_the_menu(dial, clock):
     clock.now = MONDAY_10
     call, line = dial("+442079460000", digits=["1"], legs={user("2010"): Outcome.ANSWER})
     apps = [app for app, _ in call.executed]
-    assert apps[:4] == ["answer", "playback", "play_and_get_digits", "set"]
+    assert apps[:4] == ["answer", "playback", "play_and_get_digits", "multiset"]
     assert call.executed[1] == ("playback", "welcome.wav")
     assert "Monday 10:00 in Europe/London: working hours" in field(line, "reasons")
 
@@ -445,7 +445,7 @@ def test_hostile_caller_id_cannot_inject_a_command(fake, dial, wire):
     assert {c.name for c in call.commands} <= {"connect", "myevents", "nixevent", "linger", "resume", "sendmsg",
                                               "exit"}
     assert fake.connections == []
-    assert [app for app, _ in call.executed] == ["set", "set", "bridge"]
+    assert [app for app, _ in call.executed] == ["multiset", "bridge"]
     global_vars, groups = parse_dial_string(call.executed[-1][1])
     assert set(global_vars) == {"ignore_early_media", "call_timeout", "origination_caller_id_number",
                                 "origination_caller_id_name"}
@@ -474,7 +474,7 @@ def test_caller_hanging_up_mid_plan_stops_the_executor(dial):
 
 
 def test_caller_hanging_up_while_ringing(dial):
-    call, line = dial("442079460001", hangs_up_after=7)   # set 5, set 6, bridge 7
+    call, line = dial("442079460001", hangs_up_after=6)   # multiset 5, bridge 6
     assert call.bridges[-1].cause == "ORIGINATOR_CANCEL"
     assert field(line, "outcome") == "caller_hung_up" and call.errors == []
 

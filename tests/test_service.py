@@ -157,6 +157,7 @@ def test_serve_routes_calls_serves_the_directory_and_stops_on_sigterm(service, f
     assert proc.returncode == 0, output
     assert "shutting down" in output
     assert PASSWORD not in output
+    assert output.count(" switchboard.calls: call ") == 1      # batched, and written by the time serve exits
 
 
 def test_serve_without_a_store_or_with_a_bad_service_config_says_why(tmp_path):
@@ -338,10 +339,12 @@ def test_a_bad_crm_config_names_every_problem(tmp_path):
     assert "inline-token" not in text
 
 
-def test_serve_with_a_calendar_config_lacking_credentials_exits_2_before_listening(tmp_path, fake, worker_configs):
-    """The worker is built before anything listens: with the outbound port taken, a service that
-    bound first would fail on the port (exit 1) instead of naming the credentials (exit 2)."""
-    ports, config = write_service_config(tmp_path, fake, "  calendars: calendars.yaml\n")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_with_a_calendar_config_lacking_credentials_exits_2_before_listening(tmp_path, fake, worker_configs,
+                                                                                   workers):
+    """The worker is built before anything listens (or forks): with the outbound port taken, a service
+    that bound first would fail on the port (exit 1) instead of naming the credentials (exit 2)."""
+    ports, config = write_service_config(tmp_path, fake, f"  calendars: calendars.yaml\n  workers: {workers}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_CALENDAR_")}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", ports["outbound"]))
@@ -352,3 +355,167 @@ def test_serve_with_a_calendar_config_lacking_credentials_exits_2_before_listeni
     assert proc.returncode == 2, proc.stderr
     assert f"{tmp_path / 'calendars.yaml'}: credentials 'dav'" in proc.stderr
     assert "SWITCHBOARD_CALENDAR_DAV_USERNAME + SWITCHBOARD_CALENDAR_DAV_PASSWORD" in proc.stderr
+
+
+# --- workers: outbound servers in forked processes ---------------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "17", "two", "true", "1.5"])
+def test_workers_must_be_a_whole_number_from_1_to_16(tmp_path, value):
+    config = tmp_path / "service.yaml"
+    config.write_text(f"service:\n  workers: {value}\n  esl_password: a-secret\n")
+    with pytest.raises(ConfigError) as error:
+        load_service_config(str(config), environ={})
+    assert "service.workers" in str(error.value) and "from 1 to 16" in str(error.value)
+
+
+def test_workers_default_to_one_and_are_read_from_the_file(tmp_path):
+    config = tmp_path / "service.yaml"
+    config.write_text("service:\n  esl_password: a-secret\n")
+    assert load_service_config(str(config), environ={}).workers == 1
+    config.write_text("service:\n  workers: 16\n  esl_password: a-secret\n")
+    assert load_service_config(str(config), environ={}).workers == 16
+
+
+def health_report(port: int) -> dict:
+    """``GET /health`` whatever its status (503 when unhealthy)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read())
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or a zombie nobody reaped yet (it runs nothing any more)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def answered_call(fake, port: int):
+    call = fake.place_call("127.0.0.1", port, {},
+                           Scenario(legs={f"user/2006@{DOMAIN}": Outcome.ANSWER}, talk_seconds=0.01),
+                           Caller(caller_id_number="+447400999999", destination_number="442079460100"))
+    call.wait(20)
+    assert call.bridges and call.bridges[-1].answered == f"user/2006@{DOMAIN}" and call.errors == []
+    return call
+
+
+def test_two_workers_share_the_calls_report_each_and_all_stop_on_sigterm(tmp_path, fake):
+    proc, ports, health = start_serve(tmp_path, fake, "  workers: 2\n")
+    try:
+        health = wait_for(lambda: (lambda h: h if h and h["healthy"] else None)(get_health(ports["directory"])),
+                          20, "a healthy service")
+        workers = health["outbound"]["workers"]
+        pids = [w["pid"] for w in workers]
+        assert len(set(pids)) == 2 and proc.pid not in pids
+        assert all(w["alive"] and w["responding"] for w in workers)
+        assert health["outbound"]["max_calls"] == 100          # 50 per worker
+        for _ in range(6):
+            answered_call(fake, ports["outbound"])
+        handled = wait_for(lambda: (lambda o: o if o["calls_handled"] == 6 else None)(
+            get_health(ports["directory"])["outbound"]), 10, "6 calls in the workers' counters")
+        assert handled["active_calls"] == 0 and handled["calls_failed"] == 0
+        assert sum(w["calls_handled"] for w in handled["workers"]) == 6
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        output = stop_process(proc)
+    assert proc.returncode == 0, output
+    assert all(process_gone(pid) for pid in pids), "a worker outlived serve"
+    # The call log is batched, and nothing of it is lost at shutdown: one whole line per call.
+    lines = [line for line in output.splitlines() if " switchboard.calls: call " in line]
+    assert len(lines) == 6 and all(" outcome=answered " in line for line in lines), output[-2000:]
+
+
+def test_a_dead_worker_makes_serve_unhealthy_and_the_other_keeps_taking_calls(tmp_path, fake):
+    proc, ports, health = start_serve(tmp_path, fake, "  workers: 2\n")
+    try:
+        health = wait_for(lambda: (lambda h: h if h and h["healthy"] else None)(get_health(ports["directory"])),
+                          20, "a healthy service")
+        dead, alive = (w["pid"] for w in health["outbound"]["workers"])
+        os.kill(dead, signal.SIGKILL)
+        report = wait_for(lambda: (lambda h: h if not h["healthy"] else None)(health_report(ports["directory"])),
+                          20, "the dead worker to show")
+        assert [(w["pid"], w["alive"], w["exit_code"]) for w in report["outbound"]["workers"]] == \
+            [(dead, False, -signal.SIGKILL), (alive, True, None)]
+        assert report["outbound"]["listening"] is False
+        for _ in range(3):
+            answered_call(fake, ports["outbound"])
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        output = stop_process(proc)
+    assert proc.returncode == 0, output
+    assert "outbound worker 0 (pid %d) exited with code -9" % dead in output
+    assert process_gone(alive)
+
+
+def test_workers_stop_by_themselves_when_serve_is_killed(tmp_path, fake):
+    """No orphans: a worker whose parent is gone stops (its calls drained) and exits."""
+    proc, ports, health = start_serve(tmp_path, fake, "  workers: 2\n")
+    try:
+        health = wait_for(lambda: (lambda h: h if h and h["healthy"] else None)(get_health(ports["directory"])),
+                          20, "a healthy service")
+        pids = [w["pid"] for w in health["outbound"]["workers"]]
+        proc.kill()
+        proc.wait(timeout=10)
+        wait_for(lambda: all(process_gone(pid) for pid in pids), 20, "the orphaned workers to exit")
+    finally:
+        stop_process(proc)
+        for pid in pids:
+            if not process_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_crm_requests_reach_the_parents_refresher_through_a_pipe():
+    from esl_app.service import OutboundWorkers, _CrmRequestPipe
+    from esl_app.service_config import ServiceConfig
+
+    class Refresher:
+        def __init__(self):
+            self.asked, self.done = [], threading.Event()
+
+        def request(self, company, phone):
+            self.asked.append((company, phone))
+            if len(self.asked) == 200:
+                self.done.set()
+            return True
+
+    workers = OutboundWorkers("unused", ServiceConfig(workers=2))
+    workers._crm_read, write = os.pipe()
+    refresher = Refresher()
+    workers.forward_crm_requests(refresher)
+    pipe = _CrmRequestPipe(write)
+    assert all(pipe.request("acme", f"4474009{n:05d}") for n in range(200))
+    assert refresher.done.wait(10)
+    assert refresher.asked == [("acme", f"4474009{n:05d}") for n in range(200)]
+    os.close(write)
+    workers._crm_thread.join(5)
+    assert not workers._crm_thread.is_alive()          # EOF: every writer is gone
+    workers.stop()
+
+
+def test_a_stuck_worker_is_reported_until_it_publishes_again(tmp_path, fake):
+    """A worker alive but not publishing its heartbeat (here: stopped) makes serve unhealthy."""
+    proc, ports, health = start_serve(tmp_path, fake, "  workers: 2\n")
+    try:
+        health = wait_for(lambda: (lambda h: h if h and h["healthy"] else None)(get_health(ports["directory"])),
+                          20, "a healthy service")
+        stuck = health["outbound"]["workers"][1]["pid"]
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            report = wait_for(lambda: (lambda h: h if not h["healthy"] else None)(
+                health_report(ports["directory"])), 20, "the stuck worker to show")
+            worker = report["outbound"]["workers"][1]
+            assert (worker["alive"], worker["responding"]) == (True, False) and worker["heartbeat_age_s"] >= 5
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        wait_for(lambda: (get_health(ports["directory"]) or {}).get("healthy"), 20, "the worker to publish again")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        output = stop_process(proc)
+    assert proc.returncode == 0, output

@@ -122,7 +122,7 @@ def in_force(txn, referral_db, company_db, extension: str, company: str, at: int
         for key, value in cursor:
             if not bytes(key).startswith(prefix):
                 break
-            records.append((bytes(key[len(prefix):]).decode(), value))
+            records.append((bytes(key[len(prefix):]).decode(), bytes(value)))   # buffers may be reused
     by_source = select(records, at)
     if not by_source:
         return None

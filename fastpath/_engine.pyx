@@ -1128,6 +1128,10 @@ cdef class _Decision:
     cdef object referral(self, str ext, Emp* e):
         if not self.referral_maybe(ext):
             return None
+        return self.referral_in_force(ext, e)
+
+    cdef object referral_in_force(self, str ext, Emp* e):
+        """The status in force, once :meth:`referral_maybe` said there may be one."""
         return referral_route.in_force(self.txn, self.dbs["referral"], self.dbs["company"], ext, py(e.company),
                                        self.at, relevant)
 
@@ -1180,15 +1184,14 @@ cdef class _Decision:
             return None
         raw = self.get(member, T_EXT)
         read_employee(span(raw), &e)
-        status = self.referral(member, &e)
+        status = self.referral_in_force(member, &e)
         if status is None or action_of(&e, status.interval.status, &to) == A_RING:
             return None
         return referral_route.WORDS.get(status.shown, f"status {status.shown}")
 
     cdef tuple employee(self, str ext, Emp* e, str why, tuple path):
         cdef Live live
-        cdef Dest to
-        cdef int timeout, code
+        cdef int timeout
         path = path + (ext,)
         self.ring_timeout = e.ring_timeout
         entry = slot_entry_of(e.slot, ext, e.name)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 
 from fastpath import records as rec
-from fastpath.caller_numbers import normalise_py
-from fastpath.icm_lookup import NO_MANAGER
+from fastpath.errors import StoreError
+from fastpath.icm_lookup import NO_MANAGER, caller_key
 
 log = logging.getLogger("switchboard.icm")
 
@@ -35,18 +35,20 @@ class CrmMissRequests:
             return False
         with self.store.env.begin() as txn:
             raw = txn.get(plan.called.encode(), db=self.store.db["number"])
-            if raw is None:
-                return False
-            number = rec.decode_number(plan.called, raw)
-            if number.icm is None or "crm" not in number.icm.sources:
-                return False
-            rules = txn.get(number.company.encode(), db=self.store.db["dial"])
-            phone = normalise_py(rules, call.caller) if rules is not None else None
-            if phone is None:
-                return False
-            cached = txn.get(rec.crm_key(number.company, phone), db=self.store.db["crm"])
+        if raw is None:
+            return False
+        number = rec.decode_number(plan.called, raw)
+        if number.icm is None or "crm" not in number.icm.sources:
+            return False
+        try:
+            phone = caller_key(self.store, number.company, call.caller)     # read as the lookup reads it
+        except StoreError:                  # no rules for the company: nothing ICM could file the caller under
+            return False
+        if phone is None:
+            return False
+        cached = self.store.crm_answer(number.company, phone)
         now = int(self.clock() if self.clock else plan.at)
-        if cached is not None and now < rec.decode_crm_answer(cached).refresh_after:
+        if cached is not None and now < cached.refresh_after:
             return False
         queued = self.refresher.request(number.company, phone)
         if queued:

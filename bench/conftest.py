@@ -19,14 +19,20 @@ def big_company_yaml() -> str:
     return yaml.dump(generate_company(), Dumper=dumper, sort_keys=False)
 
 
-@pytest.fixture(scope="session")
-def big_store(tmp_path_factory, big_company_yaml):
-    """A store holding the 10,000-employee company, with a busy afternoon's presence."""
+def build_big_store(path, company_yaml: str) -> Store:
+    """The 10,000-employee company loaded through the real path, with a busy afternoon's presence."""
     started = time.perf_counter()
-    config = validate([(load_yaml(big_company_yaml, "big.yaml"), "big.yaml")])
-    store = Store(str(tmp_path_factory.mktemp("big") / "store"))
+    config = validate([(load_yaml(company_yaml, "big.yaml"), "big.yaml")])
+    store = Store(str(path))
     store.load_config(config)
     live_state(store)
     store.build_seconds = time.perf_counter() - started
+    return store
+
+
+@pytest.fixture(scope="session")
+def big_store(tmp_path_factory, big_company_yaml):
+    """A store holding the 10,000-employee company, with a busy afternoon's presence."""
+    store = build_big_store(tmp_path_factory.mktemp("big") / "store", big_company_yaml)
     yield store
     store.close()

@@ -17,34 +17,38 @@ from fastpath.validate import validate
 from fastpath.yaml_source import load_yaml
 from fastpath.store import Store
 
-from .company_gen import call_mix
+from .company_gen import call_mix, referral_state
+from .conftest import build_big_store
 
 CALLS = call_mix()
 ROUNDS = 3 * len(CALLS)
 
 
-@pytest.mark.parametrize("impl", ["fastpath", "reference"])
-def test_decide(benchmark, big_store, impl):
+def _route_the_mix(benchmark, store, impl: str, group: str, **extra):
+    """One decision per round, cycling through the call mix; returns the engine used."""
     decide = engine.IMPLEMENTATIONS[impl]
     calls = itertools.cycle(CALLS)
 
     def next_call():
         called, caller, now = next(calls)
-        return (big_store, called, caller, now), {}
+        return (store, called, caller, now), {}
 
-    benchmark.group = "decide"
-    benchmark.extra_info.update(decisions_per_round=1, calls_in_mix=len(CALLS), engine=impl)
+    benchmark.group = group
+    benchmark.extra_info.update(decisions_per_round=1, calls_in_mix=len(CALLS), engine=impl, **extra)
     plan = benchmark.pedantic(decide, setup=next_call, rounds=ROUNDS, iterations=1, warmup_rounds=100)
     assert plan.steps
+    return decide
+
+
+@pytest.mark.parametrize("impl", ["fastpath", "reference"])
+def test_decide(benchmark, big_store, impl):
+    _route_the_mix(benchmark, big_store, impl, "decide")
 
 
 @pytest.fixture(scope="module")
 def store_with_statuses(tmp_path_factory, big_company_yaml):
     """The benchmark company with referral statuses for 10 % of the employees."""
-    from .company_gen import live_state, referral_state
-    store = Store(str(tmp_path_factory.mktemp("statuses") / "store"))
-    store.load_config(validate([(load_yaml(big_company_yaml, "big.yaml"), "big.yaml")]))
-    live_state(store)
+    store = build_big_store(tmp_path_factory.mktemp("statuses") / "store", big_company_yaml)
     store.flagged = referral_state(store)
     yield store
     store.close()
@@ -53,18 +57,8 @@ def store_with_statuses(tmp_path_factory, big_company_yaml):
 @pytest.mark.parametrize("impl", ["fastpath", "reference"])
 def test_decide_with_statuses(benchmark, store_with_statuses, impl):
     """The same call mix with statuses in play (issue 4: within the core target)."""
-    decide = engine.IMPLEMENTATIONS[impl]
-    calls = itertools.cycle(CALLS)
-
-    def next_call():
-        called, caller, now = next(calls)
-        return (store_with_statuses, called, caller, now), {}
-
-    benchmark.group = "decide with statuses"
-    benchmark.extra_info.update(decisions_per_round=1, calls_in_mix=len(CALLS), engine=impl,
-                                employees_with_statuses=store_with_statuses.flagged)
-    plan = benchmark.pedantic(decide, setup=next_call, rounds=ROUNDS, iterations=1, warmup_rounds=100)
-    assert plan.steps
+    decide = _route_the_mix(benchmark, store_with_statuses, impl, "decide with statuses",
+                            employees_with_statuses=store_with_statuses.flagged)
     says = sum(1 for c in CALLS if decide(store_with_statuses, *c).steps[0].action == "say")
     assert says > 0                 # statuses are really in force for some of the calls
 

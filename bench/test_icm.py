@@ -4,9 +4,10 @@ The store holds one Moscow company (200 employees), **1,000,000 callers in the
 call-history base** and **200,000 cached CRM answers** (under
 ``--benchmark-disable``, as in CI, 20,000 and 5,000 so the file stays quick).
 One lookup = normalise the caller number as the switch sent it (``+7…``,
-``8…``, ``7…``, 7-digit local) with the company's compiled rules + read its
-history record + read its cached CRM answer + check the extension's record,
-in one LMDB snapshot.  The call mix makes every lookup read both sources:
+``8…``, ``7…``, 7-digit local) with the company's compiled rules + read the
+caller's record (their history entry and the company's cached CRM answer,
+one key) + check the extension where the answer needs it, in one LMDB
+snapshot.  The call mix makes every lookup read both sources:
 85 % are CRM contacts whose last call is older than ``max_age`` (90 days), so
 history is read and passed over, then the CRM answer is used; 15 % are callers
 nobody knows (both reads miss).  1,000 different callers are cycled, so CPU
@@ -16,12 +17,14 @@ that has been running a while (a first touch of an LMDB page costs a page
 fault, about 1 µs, once per page and process).  Each round is one lookup
 (``lookups_per_round`` 1).
 
-Also reported in ``extra_info``: the history bulk-load rate (one write
+Also reported in ``extra_info``: the caller table's bulk-load rate (one write
 transaction, sorted keys, ``putmulti(append=True)``) and the store size.
 ``test_history_write`` measures the history base's insert rate as the presence
 listener writes it: ``inserts_per_s`` for batches of 1,000 new callers in one
 ``Store.apply_live`` transaction each (the listener commits each read burst so),
-and ``record_call_per_s`` for one durable commit per call (``Store.record_call``).
+``record_call_per_s`` for one durable commit per call (``Store.record_call``),
+and ``crm_contact_updates_per_s`` for batches of calls from known CRM contacts
+(their record is rewritten, its cached answer kept).
 """
 from __future__ import annotations
 
@@ -78,37 +81,33 @@ def icm_store(tmp_path_factory, pytestconfig):
     rnd = random.Random(5)
     step = history_rows // crm_rows                         # every step-th caller is a CRM contact
 
-    # History: one write transaction, keys generated then sorted, appended.
+    # Callers: one write transaction, keys generated then sorted, appended.  Every step-th caller
+    # is a CRM contact: their record also holds amoCRM's answer, fresh and mapped against the
+    # loaded config (as the refresher writes them).
+    generation = store.generation()
     started = time.perf_counter()
     rows = []
     for i in range(history_rows):
         ext = str(2000 + i % EMPLOYEES).encode()
         age = rnd.randrange(100 * DAY, 365 * DAY) if i % step == 0 else rnd.randrange(0, 365 * DAY)
-        rows.append((_number(i).encode(),
-                     _HISTORY_HEAD.pack(rec.REC_HISTORY, rec.RECORD_VERSION, NOW - age, i & 1, len(ext)) + ext))
+        answers = {}
+        if i % step == 0:
+            answers["mos"] = rec.encode_crm_answer(rec.CrmAnswerRec(
+                rec.CRM_FOUND, str(2000 + (i // step) % EMPLOYEES), "amocrm", NOW - 3600, NOW + 12 * 3600,
+                NOW + 20 * 3600, str(500000 + i), f"Manager {i % EMPLOYEES}", f"m{i % EMPLOYEES}@mos.example",
+                generation))
+        history = _HISTORY_HEAD.pack(rec.REC_HISTORY, rec.RECORD_VERSION, NOW - age, i & 1, len(ext)) + ext
+        rows.append((_number(i).encode(), rec.caller_bytes(history, answers)))
     rows.sort()
     generated = time.perf_counter()
     with store.env.begin(write=True) as txn:
-        consumed, added = txn.cursor(db=store.db["history"]).putmulti(rows, append=True)
+        consumed, added = txn.cursor(db=store.db["caller"]).putmulti(rows, append=True)
     written = time.perf_counter()
     assert added == history_rows
     info["history_generate_s"] = round(generated - started, 3)
     info["history_bulk_write_s"] = round(written - generated, 3)
     info["history_bulk_inserts_per_s"] = round(history_rows / (written - generated))
     del rows
-
-    # CRM cache: every step-th caller, answered by amoCRM, fresh, mapped against the loaded config
-    # (as the refresher writes them).
-    generation = store.generation()
-    crm = sorted((rec.crm_key("mos", _number(i)), rec.encode_crm_answer(rec.CrmAnswerRec(
-        rec.CRM_FOUND, str(2000 + (i // step) % EMPLOYEES), "amocrm", NOW - 3600, NOW + 12 * 3600, NOW + 20 * 3600,
-        str(500000 + i), f"Manager {i % EMPLOYEES}", f"m{i % EMPLOYEES}@mos.example", generation)))
-                 for i in range(0, history_rows, step))
-    started = time.perf_counter()
-    with store.env.begin(write=True) as txn:
-        txn.cursor(db=store.db["crm"]).putmulti(crm, append=True)
-    info["crm_bulk_write_s"] = round(time.perf_counter() - started, 3)
-    del crm
 
     stats = store.stats()
     info["store_bytes"] = stats["bytes"]
@@ -167,7 +166,7 @@ def test_history_write(benchmark, icm_store):
         return ([CallRecorded(_number(next(fresh)), str(2000 + i % EMPLOYEES), NOW, "in")
                  for i in range(HISTORY_BATCH)],), {}
 
-    entries = icm_store.stats()["history"]
+    entries = icm_store.stats()["caller"]
     # Call by call, one durable commit each, for up to 1 s.
     started = time.perf_counter()
     singles = 0
@@ -181,9 +180,21 @@ def test_history_write(benchmark, icm_store):
     for changes in batches:
         assert icm_store.apply_live(changes) == set()
     inserts_per_s = round(len(batches) * HISTORY_BATCH / (time.perf_counter() - started))
-    assert icm_store.stats()["history"] == entries + singles + len(batches) * HISTORY_BATCH
+    assert icm_store.stats()["caller"] == entries + singles + len(batches) * HISTORY_BATCH
+    # Returning CRM contacts: their record is rewritten with its cached answer kept.
+    step = info["history_rows"] // info["crm_rows"]
+    known = itertools.cycle(range(0, info["history_rows"], step))
+    batches = [[CallRecorded(_number(i), "2001", NOW, "in") for i in itertools.islice(known, HISTORY_BATCH)]
+               for _ in range(5)]
+    started = time.perf_counter()
+    for changes in batches:
+        icm_store.apply_live(changes)
+    updates_per_s = round(len(batches) * HISTORY_BATCH / (time.perf_counter() - started))
+    assert icm_store.crm_answer("mos", batches[0][0].caller).source == "amocrm"
+    assert icm_store.history(batches[0][0].caller).extension == "2001"
     benchmark.group = "icm-history-write"
     benchmark.extra_info.update(history_rows=info["history_rows"], inserts_per_round=HISTORY_BATCH,
                                 inserts_per_s=inserts_per_s, record_call_per_s=record_call_per_s,
+                                crm_contact_updates_per_s=updates_per_s,
                                 store_bytes=info["store_bytes"], store_mb=info["store_mb"])
     benchmark.pedantic(icm_store.apply_live, setup=batch, rounds=20, iterations=1)

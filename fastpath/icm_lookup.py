@@ -10,13 +10,16 @@ returns ``(extension, source, when)`` or ``None``:
    number (``anonymous``) gives ``None``;
 2. the sources are asked in ``order``:
 
-   * ``"history"``: the ``history`` record of the caller (who last talked to
+   * ``"history"``: the caller's call-history entry (who last talked to
      them, inbound or outbound); skipped when older than ``max_age`` seconds
      (0 = any age).  ``source`` is ``"history"``, ``when`` the call's time;
-   * ``"crm"``: the cached CRM answer (``crm`` table, key
-     ``b"<company>/<digits>"``, written by ``esl_app/crm``); used only when it
-     names an extension and has not expired.  ``source`` is the CRM that
-     answered (``"amocrm"``…), ``when`` the time it was fetched;
+   * ``"crm"``: the company's cached CRM answer about the caller (written by
+     ``esl_app/crm``); used only when it names an extension and has not
+     expired.  ``source`` is the CRM that answered (``"amocrm"``…), ``when``
+     the time it was fetched;
+
+   both live in the caller's one record (table ``caller``, key: the digits;
+   :class:`fastpath.records.CallerRec`), read once;
 
    an answer counts only if its extension is still an employee *of this
    company* (history is kept per caller across companies, and the config may
@@ -62,8 +65,8 @@ def company_rules(store, company: str) -> bytes:
 
 
 def caller_key(store, company: str, caller: str) -> str | None:
-    """The E.164 digits ICM files ``caller`` under for ``company`` (the key of the ``history`` and
-    ``crm`` tables), read with the company's rules exactly as :func:`lookup` reads it; None when the
+    """The E.164 digits ICM files ``caller`` under for ``company`` (the key of the ``caller``
+    table), read with the company's rules exactly as :func:`lookup` reads it; None when the
     caller ID is no phone number."""
     return normalise(company_rules(store, company), caller)
 
@@ -95,22 +98,20 @@ def lookup_in(txn, store, company: str, caller: str, now: int, max_age: int = 0,
     phone = normalise_py(rules, caller)
     if phone is None:
         return None
+    raw = txn.get(phone.encode(), db=store.db["caller"])
+    if raw is None:
+        return None
+    known = rec.decode_caller(raw)
     for source in order:
         if source == "history":
-            raw = txn.get(phone.encode(), db=store.db["history"])
-            if raw is None:
-                continue
-            entry = rec.decode_history(raw)
-            if max_age and now - entry.when > max_age:
+            entry = known.history
+            if entry is None or (max_age and now - entry.when > max_age):
                 continue
             if _is_employee_of(txn, store, entry.extension, company):
                 return entry.extension, "history", entry.when
         elif source == "crm":
-            raw = txn.get(rec.crm_key(company, phone), db=store.db["crm"])
-            if raw is None:
-                continue
-            answer = rec.decode_crm_answer(raw)
-            if answer.status != rec.CRM_FOUND or now >= answer.expires:
+            answer = known.crm.get(company)
+            if answer is None or answer.status != rec.CRM_FOUND or now >= answer.expires:
                 continue
             if ((answer.generation and answer.generation == generation)
                     or _is_employee_of(txn, store, answer.extension, company)):
@@ -171,13 +172,14 @@ def explain(store, company: str, caller: str, now, max_age: int = 0, order: tupl
         if phone is None:
             out.steps.append("not looked up: caller IDs must be digits with an optional '+'")
             return out
+        raw = txn.get(phone.encode(), db=store.db["caller"])
+        known = rec.decode_caller(raw) if raw is not None else rec.CallerRec()
         for source in order:
             if source == "history":
-                raw = txn.get(phone.encode(), db=store.db["history"])
-                if raw is None:
+                entry = known.history
+                if entry is None:
                     out.steps.append("call history: never called or was called")
                     continue
-                entry = rec.decode_history(raw)
                 said = f"call history: last {'call from' if entry.direction == 'in' else 'call to'} them " \
                        f"with ext {entry.extension} at {moment(entry.when)}"
                 if max_age and now - entry.when > max_age:
@@ -189,11 +191,10 @@ def explain(store, company: str, caller: str, now, max_age: int = 0, order: tupl
                     out.answer = (entry.extension, "history", entry.when)
                     return out
             elif source == "crm":
-                raw = txn.get(rec.crm_key(company, phone), db=store.db["crm"])
-                if raw is None:
+                a = known.crm.get(company)
+                if a is None:
                     out.steps.append("CRM cache: no answer cached (the refresher asks the CRMs)")
                     continue
-                a = rec.decode_crm_answer(raw)
                 said = f"CRM cache: {a.source or 'every source'} answered at {moment(a.fetched)}"
                 if a.status == rec.CRM_NOT_FOUND:
                     out.steps.append(f"{said}: no such contact")

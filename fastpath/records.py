@@ -25,8 +25,10 @@ from .model import Destination
 #: 2: the ``dial`` table (each company's compiled dialling rules) is config; employee
 #: records end with their status actions and delegates, number records with their ICM
 #: step, company records with their language; presence entries carry LIVE_REFERRAL.
-#: (``switchboard load`` rewrites a version-1 store in place; see ``fastpath/store.py``.)
-SCHEMA_VERSION = 2
+#: 3: a caller's call-history entry and every company's cached CRM answer about them are one
+#: ``caller`` record (tables ``history`` and ``crm`` are gone), so ICM reads one key per call.
+#: (``switchboard load`` rewrites a version-1 or -2 store in place; see ``fastpath/store.py``.)
+SCHEMA_VERSION = 3
 
 # Record types (first byte of every value).
 REC_NUMBER = 1
@@ -38,6 +40,7 @@ REC_LIVE = 6
 REC_REFERRAL = 7
 REC_HISTORY = 8
 REC_CRM = 9             # a cached CRM answer (ICM); type 10 is fastpath.caller_numbers.REC_DIAL_RULES
+REC_CALLER = 11         # what ICM knows of one caller: a REC_HISTORY and the companies' REC_CRM records
 RECORD_VERSION = 1
 
 # Destination kinds on disk.  0 means "none" (a divert that is off).
@@ -367,9 +370,9 @@ CRM_UNMAPPED = 2        # a CRM user is responsible, but maps to no extension of
 
 @dataclass(frozen=True, slots=True)
 class CrmAnswerRec:
-    """What the CRM sources said about one caller of one company (table ``crm``).
+    """What the CRM sources said about one caller of one company (kept in :class:`CallerRec`).
 
-    Key :func:`crm_key`.  Times are POSIX seconds: the refresher asks again
+    Times are POSIX seconds: the refresher asks again
     after ``refresh_after``; the call path uses the answer only before
     ``expires``.  ``source`` names the source that answered ("amocrm", ...).
     ``generation`` is the config generation against which ``extension`` was
@@ -390,6 +393,29 @@ class CrmAnswerRec:
     user_name: str = ""
     user_email: str = ""
     generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallerRec:
+    """What the store keeps about one caller (table ``caller``, key: E.164 digits), for ICM.
+
+    ``history``: who last talked to them, in any company (None: no call on
+    record); ``crm``: each company's cached CRM answer about them.  One record,
+    so the call path finds both with one key.  Layout: ``blob history`` (an
+    :func:`encode_history` record, empty for none), ``u16 count``, then per
+    company ``str company, blob answer`` (an :func:`encode_crm_answer` record),
+    sorted by company.
+    """
+
+    history: HistoryRec | None = None
+    crm: "dict[str, CrmAnswerRec]" = None
+
+    def __post_init__(self):
+        if self.crm is None:
+            object.__setattr__(self, "crm", {})
+
+    def __bool__(self) -> bool:
+        return self.history is not None or bool(self.crm)
 
 
 VISIBILITY_CODES = {"everyone": 0, "receptionists": 1, "nobody": 2}
@@ -514,15 +540,66 @@ def encode_history(rec: HistoryRec) -> bytes:
     return Writer(REC_HISTORY).i64(rec.when).u8(direction).str(rec.extension).bytes()
 
 
-def crm_key(company: str, phone: str) -> bytes:
-    """Key of a cached CRM answer: ``b"<company>/<caller E.164 digits>"``."""
-    return f"{company}/{phone}".encode()
-
-
 def encode_crm_answer(rec: CrmAnswerRec) -> bytes:
     return (Writer(REC_CRM).u8(rec.status).i64(rec.fetched).i64(rec.refresh_after).i64(rec.expires)
             .i64(rec.generation).str(rec.extension).str(rec.source).str(rec.user_id).str(rec.user_name).str(rec.user_email)
             .bytes())
+
+
+def encode_caller(rec: CallerRec) -> bytes:
+    return caller_bytes(encode_history(rec.history) if rec.history is not None else b"",
+                         {company: encode_crm_answer(a) for company, a in rec.crm.items()})
+
+
+def caller_bytes(history: bytes, answers: "dict[str, bytes]") -> bytes:
+    w = Writer(REC_CALLER).blob(history).u16(len(answers))
+    for company in sorted(answers):
+        if not company or "/" in company:
+            raise StoreError(f"bad company id {company!r} for a cached CRM answer")
+        w.str(company).blob(answers[company])
+    return w.bytes()
+
+
+def caller_parts(data) -> "tuple[bytes, dict[str, bytes]]":
+    """The encoded history entry (b"" for none) and each company's encoded CRM answer."""
+    r = Reader(data, REC_CALLER)
+    history = r.blob()
+    answers = {}
+    for _ in range(r.u16()):
+        company = r.str()
+        answers[company] = r.blob()
+    if r.pos != len(r.data):
+        raise StoreError(f"caller record has {len(r.data) - r.pos} bytes past its end; the store is corrupt")
+    return history, answers
+
+
+def caller_with_history(old, history: bytes) -> bytes | None:
+    """The caller record ``old`` (None: no record yet) with its history entry replaced by
+    ``history`` (an :func:`encode_history` record; b"" removes it); None when nothing would
+    be left.  The CRM answers are copied as they are, not decoded, so
+    the listener's writes stay cheap.  A corrupt ``old`` is replaced: its cached answers
+    are lost, which the CRM refresher makes good; its history would be overwritten anyway."""
+    try:
+        answers = caller_parts(old)[1] if old is not None else {}
+    except StoreError:
+        answers = {}
+    if not history and not answers:
+        return None
+    return caller_bytes(history, answers)
+
+
+def caller_with_answer(old, company: str, answer: CrmAnswerRec | None) -> bytes | None:
+    """The caller record ``old`` with ``company``'s cached CRM answer replaced (None removes
+    it); None when nothing would be left.  A corrupt ``old`` raises StoreError: it may hold
+    a call-history entry, which only a privacy erase may drop."""
+    history, answers = caller_parts(old) if old is not None else (b"", {})
+    if answer is None:
+        answers.pop(company, None)
+    else:
+        answers[company] = encode_crm_answer(answer)
+    if not history and not answers:
+        return None
+    return caller_bytes(history, answers)
 
 
 def encode_referrals(intervals: "list[ReferralInterval] | tuple[ReferralInterval, ...]") -> bytes:
@@ -646,6 +723,12 @@ def decode_crm_answer(data) -> CrmAnswerRec:
         raise StoreError(f"unknown CRM answer status {status} in the store")
     return CrmAnswerRec(status, r.str(), r.str(), fetched, refresh_after, expires, r.str(), r.str(), r.str(),
                         generation)
+
+
+def decode_caller(data) -> CallerRec:
+    history, answers = caller_parts(data)
+    return CallerRec(decode_history(history) if history else None,
+                     {company: decode_crm_answer(a) for company, a in answers.items()})
 
 
 def decode_referrals(data) -> tuple[ReferralInterval, ...]:

@@ -17,19 +17,26 @@ company     company id                               config load
 dial        company id                               config load
 live        u32 block number (see records.LIVE_BLOCK)   live-state listener
 referral    b"<extension>/<source>"                  status / calendar workers
-history     caller E.164 digits                      listener (call history)
-crm         b"<company>/<caller E.164 digits>"       CRM refresher (ICM cache)
+caller      caller E.164 digits                      listener (call history),
+                                                     CRM refresher (ICM cache)
 ==========  =======================================  ==================
 
 ``dial`` holds each company's compiled dialling rules
 (``fastpath.caller_numbers.compile_rules(country, city_code)``), which turn a
-caller number as the switch sends it into the E.164 key of ``history`` and
-``crm``.  They are config: written by the same transaction as the company
-record and the generation bump, so a reader's rules always match its config.
+caller number as the switch sends it into the E.164 key of ``caller``.  They
+are config: written by the same transaction as the company record and the
+generation bump, so a reader's rules always match its config.
 
-Schema 2 added ``dial``.  A writable open upgrades a schema-1 store in place
-(the rules are compiled from its company records, one transaction, nothing
-else touched); a read-only open refuses it with :class:`SchemaMismatch`.
+``caller`` holds one :class:`fastpath.records.CallerRec` per caller: who last
+talked to them and each company's cached CRM answer, side by side, so ICM
+finds both with one B-tree descent (two tables cost two descents into a map
+far bigger than the CPU caches).
+
+Schema 2 added ``dial``; schema 3 merged the tables ``history`` and ``crm``
+into ``caller``.  A store of an older schema is refused (:class:`SchemaMismatch`)
+until ``switchboard load`` rewrites it: the config is replaced as usual, the old
+call history and CRM cache are merged into ``caller`` in the same transaction,
+and presence and statuses are kept.
 """
 from __future__ import annotations
 
@@ -50,7 +57,8 @@ from .model import Config
 from .tz_table import compile_zone
 
 CONFIG_DBS = ("number", "ext", "ivr", "company", "dial")
-STATE_DBS = ("live", "referral", "history", "crm")
+STATE_DBS = ("live", "referral", "caller")
+OLD_CALLER_DBS = ("history", "crm")     # schemas 1 and 2: merged into ``caller`` by a reload
 DEFAULT_MAP_SIZE = 4 << 30          # 4 GiB of address space; the file grows as needed
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _U32 = struct.Struct("<I")
@@ -194,7 +202,8 @@ class Store:
         if version in RELOADABLE_SCHEMAS:
             raise SchemaMismatch(
                 f"the store at {self.path} has schema version {version}, this Switchboard reads version "
-                f"{rec.SCHEMA_VERSION} (new config records: ICM dialling rules and steps, status actions); "
+                f"{rec.SCHEMA_VERSION} (new: call history and the CRM cache in one table; since version 2, ICM "
+                f"dialling rules and steps, status actions); "
                 f"run `switchboard load CONFIG` once to rewrite the config in place (presence, referral "
                 f"statuses, call history and the CRM cache are kept), then start the other processes again")
         raise SchemaMismatch(
@@ -297,10 +306,19 @@ class Store:
             self._flag_referrals(txn, extension)
             return removed
 
-    def history(self, caller: str) -> rec.HistoryRec | None:
+    def caller(self, phone: str) -> rec.CallerRec | None:
+        """Everything kept about caller ``phone`` (E.164 digits): history and cached CRM answers."""
+        key = phone.encode()
+        if not 0 < len(key) <= _MAX_KEY:
+            return None
         with self.env.begin() as txn:
-            raw = txn.get(caller.encode(), db=self.db["history"])
-        return rec.decode_history(raw) if raw is not None else None
+            raw = txn.get(key, db=self.db["caller"])
+        return rec.decode_caller(raw) if raw is not None else None
+
+    def history(self, phone: str) -> rec.HistoryRec | None:
+        """Who last talked to caller ``phone`` (E.164 digits), in any company."""
+        entry = self.caller(phone)
+        return entry.history if entry is not None else None
 
     def employee(self, extension: str) -> rec.EmployeeRec | None:
         """The employee record of ``extension``; None for a department or an unknown extension."""
@@ -367,6 +385,7 @@ class Store:
                 written += len(key) + len(value)
             meta = self.db["meta"]
             if self._old_schema:              # every config record was just rewritten: the store is current
+                self._merge_old_caller_tables(txn)
                 txn.put(b"schema", _U32.pack(rec.SCHEMA_VERSION), db=meta)
             generation = self._bump_generation(txn)
             txn.put(b"source", config.source.encode(), db=meta)
@@ -374,6 +393,38 @@ class Store:
         counts = {t: sum(1 for (table, _) in entries if table == t) for t in CONFIG_DBS}
         return LoadReport(generation, counts["company"], counts["number"], counts["ext"], counts["ivr"],
                           written, time.perf_counter() - started)
+
+    def _merge_old_caller_tables(self, txn) -> None:
+        """Schemas 1 and 2 kept call history (key: digits) and CRM answers (key:
+        ``b"<company>/<digits>"``) in two tables: write them as ``caller`` records and drop both,
+        in the reload's transaction.  The old records are copied as they are (their layouts did
+        not change); one that is not of its type is refused, so nothing is half-converted."""
+        parts: dict[bytes, list] = {}
+        old = {}
+        for name in OLD_CALLER_DBS:
+            try:
+                old[name] = self.env.open_db(name.encode(), txn=txn, create=False)
+            except lmdb.NotFoundError:
+                continue
+        if "history" in old:
+            for key, value in txn.cursor(db=old["history"]):
+                if not value or value[0] != rec.REC_HISTORY:
+                    raise StoreError(f"call-history entry {bytes(key)!r} in the store at {self.path} is no "
+                                     f"history record; the store is corrupt, nothing was changed")
+                parts.setdefault(bytes(key), [b"", {}])[0] = bytes(value)
+        if "crm" in old:
+            for key, value in txn.cursor(db=old["crm"]):
+                company, _, phone = bytes(key).partition(b"/")
+                if not company or not phone or not value or value[0] != rec.REC_CRM:
+                    raise StoreError(f"CRM cache entry {bytes(key)!r} in the store at {self.path} is no CRM "
+                                     f"answer; the store is corrupt, nothing was changed")
+                parts.setdefault(phone, [b"", {}])[1][company.decode()] = bytes(value)
+        db = self.db["caller"]
+        for phone in sorted(parts):
+            history, answers = parts[phone]
+            txn.put(phone, rec.caller_bytes(history, answers), db=db)
+        for handle in old.values():
+            txn.drop(handle, delete=True)
 
     def _bump_generation(self, txn) -> int:
         """Count a config change, in the transaction that makes it; returns the new generation."""
@@ -419,13 +470,13 @@ class Store:
         if not steps:
             return unknown
         self._writable()
-        live_db, history_db = self.db["live"], self.db["history"]
+        live_db, caller_db = self.db["live"], self.db["caller"]
         with self.env.begin(write=True) as txn:
             slots: dict[str, int | None] = {}
             blocks: dict[bytes, list] = {}
             for kind, ext, payload, now in steps:
-                if kind is CallRecorded:
-                    txn.put(ext, payload, db=history_db)        # ext: the caller's key here
+                if kind is CallRecorded:                        # ext: the caller's key here
+                    txn.put(ext, rec.caller_with_history(txn.get(ext, db=caller_db), payload), db=caller_db)
                     continue
                 slot = slots[ext] if ext in slots else slots.setdefault(ext, self._slot(txn, ext))
                 if slot is None:
@@ -569,21 +620,38 @@ class Store:
 
     def crm_answer(self, company: str, phone: str) -> rec.CrmAnswerRec | None:
         """The cached CRM answer about caller ``phone`` (E.164 digits) for ``company``, if any."""
-        with self.env.begin() as txn:
-            raw = txn.get(rec.crm_key(company, phone), db=self.db["crm"])
-        return rec.decode_crm_answer(raw) if raw is not None else None
+        entry = self.caller(phone)
+        return entry.crm.get(company) if entry is not None else None
 
     def put_crm_answer(self, company: str, phone: str, answer: rec.CrmAnswerRec | None) -> None:
         """Cache what the CRM sources said about ``phone`` for ``company``; None forgets it."""
-        if not company or "/" in company or not phone.isdigit():
-            raise StoreError(f"bad CRM cache key: company {company!r}, caller {phone!r}")
-        data = rec.encode_crm_answer(answer) if answer is not None else None
+        self.put_crm_answers([(company, phone, answer)])
+
+    def put_crm_answers(self, entries: Iterable[tuple[str, str, rec.CrmAnswerRec | None]]) -> int:
+        """:meth:`put_crm_answer` for each ``(company, phone, answer)``, in ONE write transaction;
+        every entry is checked first, so a bad one writes nothing.  Returns how many."""
+        entries = list(entries)
+        for company, phone, answer in entries:
+            if not (isinstance(company, str) and company and "/" not in company and isinstance(phone, str)
+                    and phone.isascii() and phone.isdigit() and len(phone) <= MAX_CALLER_DIGITS):
+                raise StoreError(f"bad CRM cache key: company {company!r}, caller {phone!r}")
+            if answer is not None:
+                rec.encode_crm_answer(answer)
         self._writable()
+        db = self.db["caller"]
         with self.env.begin(write=True) as txn:
-            if data is None:
-                txn.delete(rec.crm_key(company, phone), db=self.db["crm"])
-            else:
-                txn.put(rec.crm_key(company, phone), data, db=self.db["crm"])
+            for company, phone, answer in sorted(entries, key=lambda e: e[1]):
+                key = phone.encode()
+                try:
+                    data = rec.caller_with_answer(txn.get(key, db=db), company, answer)
+                except StoreError as exc:
+                    raise StoreError(f"cannot cache the CRM answer about caller {phone}: their record in the "
+                                     f"store is corrupt ({exc}); `switchboard icm forget {phone}` clears it") from None
+                if data is None:
+                    txn.delete(key, db=db)
+                else:
+                    txn.put(key, data, db=db)
+        return len(entries)
 
     def erase_caller(self, phone: str) -> ErasedCaller:
         """A privacy request: remove everything kept about caller ``phone`` (E.164 digits), in one
@@ -591,25 +659,42 @@ class Store:
         cached CRM answer -- and return what was removed."""
         if not (phone.isascii() and phone.isdigit() and len(phone) <= MAX_CALLER_DIGITS):
             raise StoreError(f"bad caller to erase: {phone!r} (E.164 digits expected)")
-        suffix = b"/" + phone.encode()
-        crm: dict[str, rec.CrmAnswerRec | None] = {}
         self._writable()
         with self.env.begin(write=True) as txn:
-            raw = txn.get(phone.encode(), db=self.db["history"])
-            history = _decoded(rec.decode_history, raw)
+            raw = txn.get(phone.encode(), db=self.db["caller"])
             if raw is not None:
-                txn.delete(phone.encode(), db=self.db["history"])
-            cursor = txn.cursor(db=self.db["crm"])
-            found = [(bytes(k), bytes(v)) for k, v in cursor if bytes(k).endswith(suffix)]
-            for key, value in found:
-                crm[key[:-len(suffix)].decode()] = _decoded(rec.decode_crm_answer, value)
-                txn.delete(key, db=self.db["crm"])
-        return ErasedCaller(phone, raw is not None, history, crm)
+                txn.delete(phone.encode(), db=self.db["caller"])
+        if raw is None:
+            return ErasedCaller(phone, False, None, {})
+        try:
+            history, answers = rec.caller_parts(raw)
+        except StoreError:
+            return ErasedCaller(phone, True, None, {})
+        return ErasedCaller(phone, bool(history), _decoded(rec.decode_history, history) if history else None,
+                            {company: _decoded(rec.decode_crm_answer, a) for company, a in answers.items()})
 
-    def forget_caller(self, caller: str) -> bool:
+    def forget_caller(self, phone: str) -> bool:
+        """Drop caller ``phone``'s call-history entry (their cached CRM answers stay); False if none."""
         self._writable()
+        key = phone.encode()
+        if not 0 < len(key) <= _MAX_KEY:
+            return False
+        db = self.db["caller"]
         with self.env.begin(write=True) as txn:
-            return txn.delete(caller.encode(), db=self.db["history"])
+            raw = txn.get(key, db=db)
+            if raw is None:
+                return False
+            try:
+                history, answers = rec.caller_parts(raw)
+            except StoreError:
+                return txn.delete(key, db=db)
+            if not history:
+                return False
+            if answers:
+                txn.put(key, rec.caller_bytes(b"", answers), db=db)
+            else:
+                txn.delete(key, db=db)
+            return True
 
     def _writable(self) -> None:
         if self.readonly:
@@ -645,10 +730,10 @@ def _decoded(decode, raw):
         return None
 
 
-#: Older schemas whose stores ``switchboard load`` rewrites in place: their state tables
-#: (presence, referral statuses, call history, CRM cache) are read the same way; only
-#: the config records changed, and a load replaces all of them.
-RELOADABLE_SCHEMAS = frozenset({1})
+#: Older schemas whose stores ``switchboard load`` rewrites in place: presence and referral
+#: statuses are read the same way, the config records are all replaced, and the call
+#: history and CRM cache tables are merged into ``caller`` (:meth:`Store._merge_old_caller_tables`).
+RELOADABLE_SCHEMAS = frozenset({1, 2})
 
 
 def _now(now: int | None) -> int:

@@ -6,6 +6,7 @@ additions (the ``crm`` table and its record) are tested here too.
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
 
@@ -172,19 +173,43 @@ def test_a_company_without_rules_or_an_unknown_source_is_an_error(store, lookup)
         lookup(store, "mos", "1234567", NOW, 0, ("calendar",))
 
 
-def test_corrupt_records_raise_store_errors(store, lookup):
+def _caller_record(history: bytes, answers: dict[str, bytes]) -> bytes:
+    """A caller record built by hand, so the parts can be damaged."""
+    out = bytes([rec.REC_CALLER, 1]) + struct.pack("<I", len(history)) + history + struct.pack("<H", len(answers))
+    for company, answer in answers.items():
+        out += struct.pack("<H", len(company)) + company.encode() + struct.pack("<I", len(answer)) + answer
+    return out
+
+
+GOOD_HISTORY = rec.encode_history(rec.HistoryRec("2001", NOW - DAY, "in"))
+GOOD_ANSWER = rec.encode_crm_answer(crm("2002"))
+
+
+@pytest.mark.parametrize("damaged", [
+    bytes([rec.REC_HISTORY, 1, 0, 0]),                                         # another record type
+    bytes([rec.REC_CALLER, 1, 0, 0]),                                          # cut inside its header
+    _caller_record(bytes([rec.REC_HISTORY, 1, 0, 0]), {}),                     # history cut short
+    _caller_record(GOOD_ANSWER, {}),                                           # a CRM answer as history
+    _caller_record(GOOD_HISTORY, {"mos": GOOD_ANSWER[:-3]}),                   # the user's e-mail cut short
+    _caller_record(GOOD_HISTORY, {"lon": bytes([rec.REC_CRM, 1, 1])}),        # another company's, cut
+    _caller_record(GOOD_HISTORY, {"mos": GOOD_ANSWER[:2] + b"\x07" + GOOD_ANSWER[3:]}),   # unknown status
+    _caller_record(GOOD_HISTORY, {"mos": GOOD_ANSWER}) + b"\x00",              # bytes past its end
+    _caller_record(GOOD_HISTORY, {"mos": GOOD_ANSWER})[:-1],                   # cut at the very end
+], ids=["type", "header", "history", "history-type", "answer", "other-answer", "status", "trailing", "cut"])
+def test_corrupt_caller_records_raise_store_errors_from_every_source(store, lookup, damaged):
     with store.env.begin(write=True) as txn:
-        txn.put(b"74951234567", bytes([rec.REC_HISTORY, 1, 0, 0]), db=store.db["history"])
-        txn.put(b"mos/79161234567", bytes([rec.REC_CRM, 1, 1]), db=store.db["crm"])
-    with pytest.raises(StoreError):
-        lookup(store, "mos", "1234567", NOW)
-    with pytest.raises(StoreError):
-        lookup(store, "mos", "89161234567", NOW, 0, ("crm",))
-    cut = rec.encode_crm_answer(crm("2002"))[:-3]           # the user's e-mail cut short
+        txn.put(b"74951234567", damaged, db=store.db["caller"])
+    for order in (("history", "crm"), ("crm",), ("history",)):
+        with pytest.raises(StoreError):
+            lookup(store, "mos", "1234567", NOW, 0, order)
+
+
+def test_a_hand_built_caller_record_reads_as_the_store_writes_it(store, lookup):
     with store.env.begin(write=True) as txn:
-        txn.put(b"mos/79161234567", cut, db=store.db["crm"])
-    with pytest.raises(StoreError):
-        lookup(store, "mos", "89161234567", NOW, 0, ("crm",))
+        txn.put(b"74951234567", _caller_record(GOOD_HISTORY, {"mos": GOOD_ANSWER}), db=store.db["caller"])
+    assert lookup(store, "mos", "1234567", NOW) == ("2001", "history", NOW - DAY)
+    assert lookup(store, "mos", "1234567", NOW, 0, ("crm",)) == ("2002", "amocrm", crm("2002").fetched)
+    assert store.caller("74951234567") == rec.CallerRec(rec.HistoryRec("2001", NOW - DAY, "in"), {"mos": crm("2002")})
 
 
 def test_both_implementations_share_one_signature_and_the_compiled_one_is_chosen():
@@ -208,7 +233,7 @@ def test_rules_survive_reopening_the_store_read_only(tmp_path, lookup):
         assert lookup(ro, "mos", "84951234567", NOW) == ("2002", "history", NOW - DAY)
 
 
-# --- the store additions: the crm table and its record ------------------------------
+# --- the store additions: CRM answers in the callers' records -------------------------
 
 def test_crm_answer_records_round_trip():
     answer = rec.CrmAnswerRec(rec.CRM_FOUND, "2001", "amocrm", 10, 20, 30, "504141", "Анна Иванова", "anna@x.ru", 7)
@@ -228,7 +253,7 @@ def test_store_keeps_crm_answers_per_company_and_caller(store):
     assert store.crm_answer("lon", "79161234567") is None
     store.put_crm_answer("mos", "79161234567", None)
     assert store.crm_answer("mos", "79161234567") is None
-    assert store.stats()["crm"] == 0
+    assert store.caller("79161234567") is None and store.stats()["caller"] == 0     # nothing left: no record
     for company, phone in (("", "7"), ("a/b", "7"), ("mos", "+7916"), ("mos", "")):
         with pytest.raises(StoreError, match="bad CRM cache key"):
             store.put_crm_answer(company, phone, answer)
@@ -294,8 +319,7 @@ crm_entries = st.dictionaries(st.tuples(st.sampled_from(["mos", "lon"]), st.samp
        st.sampled_from([0, 30 * DAY, 90 * DAY]), st.sampled_from([("history", "crm"), ("crm", "history"), ("crm",)]))
 def test_both_lookups_agree_on_random_histories_and_crm_caches(store, history, cache, caller, company, max_age, order):
     with store.env.begin(write=True) as txn:
-        txn.drop(store.db["history"], delete=False)
-        txn.drop(store.db["crm"], delete=False)
+        txn.drop(store.db["caller"], delete=False)
     for phone, (ext, age, direction) in history.items():
         store.record_call(phone, ext, NOW - age, direction)
     generation = store.generation()

@@ -311,7 +311,7 @@ def test_a_batch_of_events_is_one_transaction_and_writes_what_one_by_one_would(m
 def _tables(store: Store) -> tuple[dict, dict]:
     with store.read() as txn:
         return tuple({bytes(k): bytes(v) for k, v in txn.cursor(db=store.db[name])}
-                     for name in ("live", "history"))
+                     for name in ("live", "caller"))
 
 
 def test_show_output_formats():

@@ -94,7 +94,7 @@ def _live_and_history(store: Store) -> tuple[dict, dict]:
     """Everything presence and call history are: raw records of both tables."""
     with store.read() as txn:
         return ({bytes(k): bytes(v) for k, v in txn.cursor(db=store.db["live"])},
-                {bytes(k): bytes(v) for k, v in txn.cursor(db=store.db["history"])})
+                {bytes(k): bytes(v) for k, v in txn.cursor(db=store.db["caller"])})
 
 
 def _one_by_one(store: Store, change) -> bool | None:
@@ -189,6 +189,31 @@ def test_call_history_for_icm(store):
         store.record_call("+44 7400", "2001", 1, "in")
 
 
+def test_call_history_and_crm_answers_share_the_callers_record_without_touching_each_other(store):
+    answer = rec.CrmAnswerRec(rec.CRM_FOUND, "2001", "amocrm", 1, 2, 3)
+    store.put_crm_answer("small", "447400900123", answer)
+    store.record_call("447400900123", "2002", 10, "in")
+    store.record_call("447400900123", "2003", 20, "out")               # the last call wins
+    assert store.caller("447400900123") == rec.CallerRec(rec.HistoryRec("2003", 20, "out"), {"small": answer})
+    assert store.forget_caller("447400900123") is True                # the history only
+    assert store.caller("447400900123") == rec.CallerRec(None, {"small": answer})
+    assert store.forget_caller("447400900123") is False
+    store.put_crm_answer("small", "447400900123", None)
+    assert store.caller("447400900123") is None and store.stats()["caller"] == 0
+
+
+def test_a_corrupt_caller_record_is_replaced_by_a_call_but_never_by_a_crm_answer(store):
+    with store.env.begin(write=True) as txn:
+        txn.put(b"447400900123", b"\x0b\x01\xff", db=store.db["caller"])
+    answer = rec.CrmAnswerRec(rec.CRM_FOUND, "2001", "amocrm", 1, 2, 3)
+    with pytest.raises(StoreError, match="caller 447400900123.*corrupt.*icm forget 447400900123"):
+        store.put_crm_answer("small", "447400900123", answer)
+    store.record_call("447400900123", "2002", 10, "in")               # the listener never stalls on it
+    assert store.caller("447400900123") == rec.CallerRec(rec.HistoryRec("2002", 10, "in"), {})
+    store.put_crm_answer("small", "447400900123", answer)
+    assert store.crm_answer("small", "447400900123") == answer
+
+
 def test_erasing_a_caller_removes_their_history_and_every_cached_crm_answer(store):
     store.record_call("447400900123", "2001", 1_790_000_000, "in")
     store.record_call("447400900124", "2002", 1_790_000_000, "in")
@@ -215,40 +240,80 @@ def test_employee_and_dial_rules_lookups(store):
     assert store.dial_rules("nope") is None and store.dial_rules("") is None
 
 
-def _make_schema_1(path: str) -> None:
-    """What a store written by schema 1 looked like: no dial table, config records without their
-    status actions, ICM steps and language (cut here to the schema-1 length)."""
+def _make_old_schema(path: str, version: int) -> None:
+    """What a store written by schema 1 or 2 looked like: call history (key: digits) and CRM
+    answers (key: company/digits) in tables of their own; for schema 1 also no dial table and
+    config records without their status actions, ICM steps and language (cut here to the
+    schema-1 length)."""
     env = lmdb.open(path, max_dbs=16)
     with env.begin(write=True) as txn:
-        txn.drop(env.open_db(b"dial", txn=txn), delete=True)
-        txn.put(b"schema", struct.pack("<I", 1), db=env.open_db(b"meta", txn=txn))
-        ext = env.open_db(b"ext", txn=txn)
-        for key, value in list(txn.cursor(db=ext)):
-            if value[0] == rec.REC_EMPLOYEE:
-                txn.put(key, value[:-8], db=ext)    # the 8 bytes of "no actions, default voicemail, no delegates"
+        caller = env.open_db(b"caller", txn=txn)
+        history, crm = env.open_db(b"history", txn=txn), env.open_db(b"crm", txn=txn)
+        for key, value in list(txn.cursor(db=caller)):
+            known, answers = rec.caller_parts(value)
+            if known:
+                txn.put(key, known, db=history)
+            for company, answer in answers.items():
+                txn.put(company.encode() + b"/" + key, answer, db=crm)
+        txn.drop(caller, delete=True)
+        txn.put(b"schema", struct.pack("<I", version), db=env.open_db(b"meta", txn=txn))
+        if version == 1:
+            txn.drop(env.open_db(b"dial", txn=txn), delete=True)
+            ext = env.open_db(b"ext", txn=txn)
+            for key, value in list(txn.cursor(db=ext)):
+                if value[0] == rec.REC_EMPLOYEE:
+                    txn.put(key, value[:-8], db=ext)    # the 8 bytes of "no actions, default voicemail, no delegates"
     env.close()
 
 
-def test_a_schema_1_store_is_refused_until_load_rewrites_its_config(store, tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_schema_store_is_refused_until_load_rewrites_it(store, tmp_path, version):
     store.record_call("447400900123", "2001", 1_790_000_000, "in")
-    store.put_crm_answer("small", "447400900123", rec.CrmAnswerRec(rec.CRM_FOUND, "2001", "amocrm", 1, 2, 3))
+    store.record_call("447400900124", "2002", 1_790_000_000, "out")
+    answer = rec.CrmAnswerRec(rec.CRM_FOUND, "2001", "amocrm", 1, 2, 3)
+    store.put_crm_answer("small", "447400900123", answer)
+    store.put_crm_answer("other", "447400900123", answer)
+    store.put_crm_answer("small", "447400900999", answer)      # a CRM answer, no call history
     store.set_registered("2001", True)
+    before = {phone: store.caller(phone) for phone in ("447400900123", "447400900124", "447400900999")}
     generation = store.generation()
     store.close()
-    _make_schema_1(store.path)
+    _make_old_schema(store.path, version)
     for readonly in (True, False):       # routing processes and `serve` alike
-        with pytest.raises(SchemaMismatch, match="schema version 1.*run `switchboard load CONFIG` once"):
+        with pytest.raises(SchemaMismatch, match=f"schema version {version}.*run `switchboard load CONFIG` once"):
             Store(store.path, readonly=readonly)
     config = tmp_path / "small.yaml"
     config.write_text(textwrap.dedent(SMALL))
     assert main(["--store", store.path, "load", str(config)]) == 0
     with Store(store.path, readonly=True) as upgraded:
-        assert upgraded.meta()["schema"] == rec.SCHEMA_VERSION == 2
+        assert upgraded.meta()["schema"] == rec.SCHEMA_VERSION == 3
         assert upgraded.generation() == generation + 1
         assert upgraded.dial_rules("small") == compile_rules("GB", None)
-        assert upgraded.history("447400900123").extension == "2001"
-        assert upgraded.crm_answer("small", "447400900123").extension == "2001"
+        assert {phone: upgraded.caller(phone) for phone in before} == before
+        assert before["447400900123"].crm == {"small": answer, "other": answer}
         assert upgraded.live("2001").registered
+        assert "history" not in upgraded.db and "crm" not in upgraded.db
+    env = lmdb.open(store.path, max_dbs=16)
+    with env.begin() as txn:
+        assert txn.get(b"history") is None and txn.get(b"crm") is None      # the old tables are gone
+    env.close()
+
+
+def test_a_corrupt_old_call_history_stops_the_upgrade_and_changes_nothing(store, tmp_path):
+    store.record_call("447400900123", "2001", 1_790_000_000, "in")
+    store.close()
+    _make_old_schema(store.path, 2)
+    env = lmdb.open(store.path, max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.put(b"447400900124", b"\x09\x01", db=env.open_db(b"history", txn=txn))
+    env.close()
+    config = tmp_path / "small.yaml"
+    config.write_text(textwrap.dedent(SMALL))
+    with pytest.raises(StoreError, match="call-history entry b'447400900124'.*nothing was changed"):
+        with Store(store.path, reload=True) as s:
+            s.load_config(config_from_yaml(SMALL))
+    with pytest.raises(SchemaMismatch, match="schema version 2"):
+        Store(store.path, readonly=True)
 
 
 def test_a_store_of_an_unknown_schema_is_left_untouched(tmp_path):

@@ -1,7 +1,9 @@
-"""The CRM cache in the store (table ``crm``), so the call path reads LMDB only.
+"""The CRM cache in the store, so the call path reads LMDB only.
 
-One record per (company, caller): :class:`fastpath.records.CrmAnswerRec`,
-key ``b"<company>/<E.164 digits>"``.  What it holds and for how long:
+One :class:`fastpath.records.CrmAnswerRec` per (company, caller), kept in the
+caller's record of table ``caller`` (key: E.164 digits) beside their
+call-history entry, so the call path reads both at once.  What it holds and
+for how long:
 
 * a found contact whose CRM user maps to an extension (``CRM_FOUND``), or to
   none (``CRM_UNMAPPED``): valid for ``ttl`` (default a day);
@@ -61,59 +63,56 @@ class CrmCache:
 
     def put_many(self, entries) -> int:
         """Write ``(company, phone, CrmAnswerRec)`` entries in one transaction (bulk loads, benchmarks)."""
-        items = sorted((rec.crm_key(c, p), rec.encode_crm_answer(r)) for c, p, r in entries)
-        with self.store.env.begin(write=True) as txn:
-            cursor = txn.cursor(db=self.store.db["crm"])
-            consumed, added = cursor.putmulti(items)
-        return added
+        return self.store.put_crm_answers(entries)
 
     def forget(self, company: str, phone: str) -> None:
         self.store.put_crm_answer(company, phone, None)
 
     def forget_phone(self, phone: str) -> int:
         """Drop what is cached about ``phone`` for every company (a privacy request); returns how many."""
-        suffix = b"/" + phone.encode()
-        db = self.store.db["crm"]
-        with self.store.env.begin(write=True) as txn:
-            keys = [bytes(k) for k in txn.cursor(db=db).iternext(keys=True, values=False) if k.endswith(suffix)]
-            for key in keys:
-                txn.delete(key, db=db)
-        return len(keys)
+        known = self.store.caller(phone)
+        if known is None or not known.crm:
+            return 0
+        self.store.put_crm_answers((company, phone, None) for company in known.crm)
+        return len(known.crm)
+
+    def _walk(self, txn, start: bytes | None):
+        """``(phone key, {company: CrmAnswerRec})`` of each caller record from ``start`` on
+        (callers with a call history but no cached answer included, with ``{}``)."""
+        cursor = txn.cursor(db=self.store.db["caller"])
+        positioned = cursor.set_range(start) if start else cursor.first()
+        while positioned:
+            key, value = cursor.item()
+            yield bytes(key), rec.decode_caller(value).crm
+            positioned = cursor.next()
 
     def due(self, now: int | None = None, *, limit: int = 200, scan: int = 20_000):
         """Up to ``limit`` entries whose ``refresh_after`` has passed: ``[(company, phone, record)]``.
 
-        Looks at no more than ``scan`` records per call and resumes where the
+        Looks at no more than ``scan`` callers per call and resumes where the
         previous call stopped, so a big cache is walked round by round.
         """
         now = int(self.clock() if now is None else now)
         out = []
-        db = self.store.db["crm"]
+        looked = 0
+        self_resume = self._resume
+        self._resume = None                     # None: start over next time
         with self.store.env.begin() as txn:
-            cursor = txn.cursor(db=db)
-            positioned = cursor.set_range(self._resume) if self._resume else cursor.first()
-            looked = 0
-            while positioned and looked < scan and len(out) < limit:
-                key, value = cursor.item()
+            for key, answers in self._walk(txn, self_resume):
+                if looked >= scan or len(out) >= limit:
+                    self._resume = key
+                    break
                 looked += 1
-                record = rec.decode_crm_answer(value)
-                if record.refresh_after <= now:
-                    company, _, phone = bytes(key).decode().partition("/")
-                    out.append((company, phone, record))
-                positioned = cursor.next()
-            self._resume = bytes(cursor.key()) if positioned else None      # None: start over next time
+                phone = key.decode()
+                out += [(company, phone, a) for company, a in answers.items() if a.refresh_after <= now]
         return out
 
     def purge(self, now: int | None = None, *, grace: int = DEFAULT_TTL) -> int:
         """Delete answers expired more than ``grace`` seconds ago; returns how many."""
         now = int(self.clock() if now is None else now)
-        stale = []
         with self.store.env.begin() as txn:
-            for key, value in txn.cursor(db=self.store.db["crm"]):
-                if rec.decode_crm_answer(value).expires + grace < now:
-                    stale.append(key)
+            stale = [(company, key.decode(), None) for key, answers in self._walk(txn, None)
+                     for company, a in answers.items() if a.expires + grace < now]
         if stale:
-            with self.store.env.begin(write=True) as txn:
-                for key in stale:
-                    txn.delete(key, db=self.store.db["crm"])
+            self.store.put_crm_answers(stale)
         return len(stale)

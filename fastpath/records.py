@@ -551,6 +551,9 @@ def encode_caller(rec: CallerRec) -> bytes:
                          {company: encode_crm_answer(a) for company, a in rec.crm.items()})
 
 
+_CALLER_HEAD = struct.Struct("<BBI")      # type, version, history length
+
+
 def caller_bytes(history: bytes, answers: "dict[str, bytes]") -> bytes:
     w = Writer(REC_CALLER).blob(history).u16(len(answers))
     for company in sorted(answers):
@@ -579,8 +582,11 @@ def caller_with_history(old, history: bytes) -> bytes | None:
     be left.  The CRM answers are copied as they are, not decoded, so
     the listener's writes stay cheap.  A corrupt ``old`` is replaced: its cached answers
     are lost, which the CRM refresher makes good; its history would be overwritten anyway."""
+    if old is None:                 # a new caller: the common case, built without the Writer
+        return _CALLER_HEAD.pack(REC_CALLER, RECORD_VERSION, len(history)) + history + b"\x00\x00" \
+            if history else None
     try:
-        answers = caller_parts(old)[1] if old is not None else {}
+        answers = caller_parts(old)[1]
     except StoreError:
         answers = {}
     if not history and not answers:

@@ -246,6 +246,23 @@ def test_crm_answer_records_round_trip():
         rec.decode_crm_answer(bytes([rec.REC_CRM, rec.RECORD_VERSION, 7]) + bytes(40))
 
 
+def test_caller_records_round_trip_and_the_writers_splices_keep_the_other_part():
+    history = rec.HistoryRec("2001", NOW, "out")
+    both = rec.CallerRec(history, {"mos": crm("2002"), "lon": crm("3001")})
+    assert rec.decode_caller(rec.encode_caller(both)) == both
+    assert rec.decode_caller(rec.encode_caller(rec.CallerRec())) == rec.CallerRec() and not rec.CallerRec()
+    fresh = rec.encode_history(rec.HistoryRec("2003", NOW + 1, "in"))
+    assert rec.caller_with_history(None, fresh) == rec.encode_caller(rec.CallerRec(rec.decode_history(fresh)))
+    assert rec.caller_with_history(None, b"") is None
+    spliced = rec.decode_caller(rec.caller_with_history(rec.encode_caller(both), fresh))
+    assert spliced == rec.CallerRec(rec.decode_history(fresh), both.crm)
+    assert rec.decode_caller(rec.caller_with_answer(rec.encode_caller(both), "lon", None)) == \
+        rec.CallerRec(history, {"mos": crm("2002")})
+    assert rec.caller_with_answer(rec.encode_caller(rec.CallerRec(None, {"mos": crm("2002")})), "mos", None) is None
+    with pytest.raises(StoreError, match="bad company id"):
+        rec.encode_caller(rec.CallerRec(None, {"a/b": crm("2002")}))
+
+
 def test_store_keeps_crm_answers_per_company_and_caller(store):
     answer = crm("2001")
     store.put_crm_answer("mos", "79161234567", answer)

@@ -117,20 +117,26 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _time_arg(text: str | None, zone: str, flag: str) -> int | None:
-    """--from/--until: ISO 8601, or HH:MM today in the company's zone."""
+def _time_arg(text: str | None, zone: str, flag: str, after: int | None = None) -> int | None:
+    """--from/--until: ISO 8601, or HH:MM in the company's zone: today's, or with ``after`` (the
+    status's start, for --until) the first HH:MM after it -- tomorrow's if it has passed, as the
+    phone code *30SHHMM reads it."""
     if text is None:
         return None
     if len(text) in (4, 5) and ":" in text:
         hours, _, minutes = text.partition(":")
         if hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
+            if after is not None:
+                from .status_setting import end_at_time_of_day
+
+                return end_at_time_of_day(int(hours), int(minutes), zone, after)
             today = dt.datetime.now(ZoneInfo(zone)).replace(hour=int(hours), minute=int(minutes), second=0,
                                                             microsecond=0)
             return int(today.timestamp())
     try:
         return int(_parse_at(text, zone))
     except SwitchboardError:
-        raise SwitchboardError(f"{flag} {text!r}: give HH:MM (today) or an ISO 8601 time") from None
+        raise SwitchboardError(f"{flag} {text!r}: give HH:MM or an ISO 8601 time") from None
 
 
 def cmd_set_status(args) -> int:
@@ -139,7 +145,7 @@ def cmd_set_status(args) -> int:
     with Store(args.store, create=False) as store:
         zone = store.timezone_of(args.extension) or "UTC"
         start = _time_arg(args.start, zone, "--from") or int(dt.datetime.now(dt.timezone.utc).timestamp())
-        end = _time_arg(args.until, zone, "--until")
+        end = _time_arg(args.until, zone, "--until", after=start)
         written = set_status(store, args.by or args.extension, args.extension, args.status, start=start, end=end,
                              reason=args.reason, alternate=args.alternate, visibility=args.visibility,
                              every=args.every, duration=args.duration * 60 if args.duration else None)
@@ -167,7 +173,7 @@ def add_status_setting_cli(sub) -> None:
     p.add_argument("--by", default=None, metavar="EXT",
                    help="who sets it: the employee (default), an admin or someone they authorised")
     p.add_argument("--from", dest="start", default=None, metavar="TIME", help="HH:MM today or ISO (default now)")
-    p.add_argument("--until", default=None, metavar="TIME", help="HH:MM today or ISO (default: until cleared)")
+    p.add_argument("--until", default=None, metavar="TIME", help="HH:MM (the next one after --from: tomorrow's if past) or ISO (default: until cleared)")
     p.add_argument("--reason", default="", help="what callers allowed to see it are told")
     p.add_argument("--alternate", default="", help="an extension or number to reach instead")
     p.add_argument("--visibility", default="everyone", choices=("everyone", "receptionists", "nobody"))

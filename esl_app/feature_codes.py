@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from fastpath.errors import SwitchboardError
 from fastpath.route_plan import Announce, Hangup, RoutePlan, Say
 
-from .status_setting import clear_status, set_status
+from .status_setting import clear_status, end_at_time_of_day, set_status
 
 STATUS_DIGITS = {"0": "available", "1": "meeting", "2": "lunch", "3": "vacation", "4": "sick", "5": "away"}
 ERROR_SOUND = "ivr/ivr-that_was_an_invalid_entry.wav"
@@ -49,11 +49,7 @@ def _until(hhmm: str | None, now: float, zone: str) -> int | None:
     hours, minutes = int(hhmm[:2]), int(hhmm[2:])
     if hours > 23 or minutes > 59:
         raise SwitchboardError(f"{hhmm} is no time of day (HHMM)")
-    local = dt.datetime.fromtimestamp(now, ZoneInfo(zone))
-    end = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
-    if end <= local:
-        end += dt.timedelta(days=1)
-    return int(end.timestamp())
+    return end_at_time_of_day(hours, minutes, zone, now)
 
 
 def handle(store, called: str, caller: str, authenticated: bool, now: float) -> RoutePlan:

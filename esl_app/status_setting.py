@@ -36,6 +36,19 @@ class BadStatus(SwitchboardError):
     """The status asked for cannot be stored (unknown status, times, rule, visibility)."""
 
 
+def end_at_time_of_day(hours: int, minutes: int, zone: str, after: float) -> int:
+    """The first HH:MM in ``zone`` later than ``after`` (POSIX seconds): that day's, or the next
+    day's if it has passed -- what "until 06:00" means to someone setting a status at 22:00,
+    whether by phone (``*30SHHMM``) or with ``switchboard set-status --until HH:MM``."""
+    if not (0 <= hours <= 23 and 0 <= minutes <= 59):
+        raise BadStatus(f"{hours:02d}:{minutes:02d} is no time of day")
+    local = dt.datetime.fromtimestamp(after, ZoneInfo(zone))
+    end = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    if end.timestamp() <= after:
+        end = (local + dt.timedelta(days=1)).replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    return int(end.timestamp())
+
+
 def check_allowed(store, actor: str, target: str) -> None:
     """Raise NotAllowed unless ``actor`` may set or clear ``target``'s status."""
     employee = store.employee(target)

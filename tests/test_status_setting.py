@@ -1,10 +1,13 @@
 """Who may set an employee's status, and what a manual status does to the next call."""
 from __future__ import annotations
 
+import datetime as dt
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from esl_app.cli import main
-from esl_app.status_setting import BadStatus, NotAllowed, clear_status, set_status
+from esl_app.status_setting import BadStatus, NotAllowed, clear_status, end_at_time_of_day, set_status
 from fastpath import engine
 
 from .conftest import at
@@ -124,3 +127,24 @@ def test_the_cli_sets_and_clears_and_refuses(store, capsys):
     assert "--until '25:00'" in capsys.readouterr().err
     assert main(["--store", path, "clear-status", "2002"]) == 0
     assert "cleared manual status" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("after, hhmm, expected", [
+    ("2026-11-23 22:00", (6, 0), "2026-11-24 06:00"),       # past today: tomorrow's
+    ("2026-11-23 10:00", (14, 30), "2026-11-23 14:30"),     # still ahead today
+    ("2026-11-23 14:30", (14, 30), "2026-11-24 14:30"),     # now is no end: the next one
+    ("2026-03-28 22:00", (6, 0), "2026-03-29 06:00"),       # over the spring change: wall-clock 06:00 (BST)
+    ("2026-10-24 22:00", (6, 0), "2026-10-25 06:00"),       # over the autumn change (GMT again)
+])
+def test_an_end_time_of_day_is_the_next_one_in_the_companys_zone(after, hhmm, expected):
+    assert end_at_time_of_day(*hhmm, "Europe/London", at(after)) == int(at(expected))
+
+
+def test_the_cli_reads_until_hh_mm_like_the_phone_code_tomorrows_if_past(store, capsys):
+    path = store.path
+    store.close()
+    assert main(["--store", path, "set-status", "2002", "away", "--from", "22:00", "--until", "06:00"]) == 0
+    today = dt.datetime.now(ZoneInfo("Europe/London")).date()
+    assert f"away from {today} 22:00 until {today + dt.timedelta(days=1)} 06:00" in capsys.readouterr().out
+    with pytest.raises(BadStatus, match="25:00 is no time of day"):
+        end_at_time_of_day(25, 0, "Europe/London", T0)

@@ -83,7 +83,8 @@ class CrmCache:
         positioned = cursor.set_range(start) if start else cursor.first()
         while positioned:
             key, value = cursor.item()
-            yield bytes(key), rec.decode_caller(value).crm
+            answers = rec.caller_parts(value)[1]        # the history entry is not decoded
+            yield bytes(key), {company: rec.decode_crm_answer(a) for company, a in answers.items()}
             positioned = cursor.next()
 
     def due(self, now: int | None = None, *, limit: int = 200, scan: int = 20_000):

@@ -23,7 +23,7 @@ whether a cached CRM answer's extension was checked against the loaded config
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize, PyBytes_CheckExact
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memcmp
 
 from ._caller_numbers cimport Rules, rules_open, normalise_c, NORMALISED_MAX
@@ -98,10 +98,48 @@ cdef inline Py_ssize_t rd_u32(const unsigned char* p) noexcept:
     return <Py_ssize_t>(p[0] | (p[1] << 8) | (p[2] << 16) | (<uint32_t>p[3] << 24))
 
 
+cdef bint utf8_ok(const unsigned char* s, Py_ssize_t n) noexcept:
+    """Whether ``s[:n]`` is UTF-8 as Python's strict decoder takes it (no surrogates, no
+    overlong forms, nothing past U+10FFFF): the reference decodes every string of a record."""
+    cdef Py_ssize_t i = 0, j, k
+    cdef unsigned char c, c1
+    cdef uint64_t word
+    while i < n:
+        if i + 8 <= n:              # eight ASCII bytes at a time: names, e-mails and ids mostly are
+            memcpy(&word, s + i, 8)
+            if (word & 0x8080808080808080ULL) == 0:
+                i += 8
+                continue
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            k = 1
+        elif 0xE0 <= c <= 0xEF:
+            k = 2
+        elif 0xF0 <= c <= 0xF4:
+            k = 3
+        else:
+            return False
+        if i + k >= n:              # the sequence runs past the string
+            return False
+        c1 = s[i + 1]
+        if (c1 & 0xC0) != 0x80 or (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 > 0x9F) \
+                or (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 > 0x8F):
+            return False
+        for j in range(2, k + 1):
+            if (s[i + j] & 0xC0) != 0x80:
+                return False
+        i += k + 1
+    return True
+
+
 cdef int check_history(const unsigned char* p, Py_ssize_t n) except -1:
     """A history record's layout, checked as ``records.decode_history`` reads it."""
     if n < HISTORY_EXT + 2 or p[0] != REC_HISTORY or p[1] != RECORD_VERSION \
-            or HISTORY_EXT + 2 + rd_u16(p + HISTORY_EXT) > n:
+            or HISTORY_EXT + 2 + rd_u16(p + HISTORY_EXT) > n \
+            or not utf8_ok(p + HISTORY_EXT + 2, rd_u16(p + HISTORY_EXT)):
         _malformed("call-history")
     return 0
 
@@ -112,11 +150,9 @@ cdef int check_answer(const unsigned char* p, Py_ssize_t n) except -1:
     if n < CRM_EXT or p[0] != REC_CRM or p[1] != RECORD_VERSION or p[2] > CRM_UNMAPPED:
         _malformed("CRM answer")
     for _ in range(5):              # extension, source, user id, name, e-mail
-        if end + 2 > n:
+        if end + 2 > n or end + 2 + rd_u16(p + end) > n or not utf8_ok(p + end + 2, rd_u16(p + end)):
             _malformed("CRM answer")
         end += 2 + rd_u16(p + end)
-    if end > n:
-        _malformed("CRM answer")
     return 0
 
 
@@ -142,7 +178,7 @@ cdef Py_ssize_t check_caller(const unsigned char* p, Py_ssize_t n, bytes company
         if pos + 2 > n:
             _malformed("caller")
         size = rd_u16(p + pos)
-        if pos + 2 + size + 4 > n:
+        if pos + 2 + size + 4 > n or not utf8_ok(p + pos + 2, size):
             _malformed("caller")
         if size == want and memcmp(p + pos + 2, name, size) == 0:
             found = pos + 2 + size

@@ -190,7 +190,10 @@ class Reader:
     def str(self) -> str:
         size = self.u16()
         self._need(size)
-        value = bytes(self.data[self.pos:self.pos + size]).decode("utf-8")
+        try:
+            value = bytes(self.data[self.pos:self.pos + size]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise StoreError(f"record has a string at byte {self.pos} that is not UTF-8; the store is corrupt") from None
         self.pos += size
         return value
 

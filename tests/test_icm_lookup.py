@@ -347,3 +347,33 @@ def test_both_lookups_agree_on_random_histories_and_crm_caches(store, history, c
     fast = icm.IMPLEMENTATIONS["fastpath"](store, company, caller, NOW, max_age, order)
     assert fast == icm.lookup_ref(store, company, caller, NOW, max_age, order)
     assert fast == icm.explain(store, company, caller, NOW, max_age, order).answer
+
+
+def _answer_naming(name: bytes) -> bytes:
+    """A cached CRM answer whose user name is ``name`` as stored, whatever the bytes."""
+    a = crm("2002")
+    return (rec.Writer(rec.REC_CRM).u8(a.status).i64(a.fetched).i64(a.refresh_after).i64(a.expires)
+            .i64(a.generation).str(a.extension).str(a.source).str(a.user_id).u16(len(name)).raw(name)
+            .str(a.user_email).bytes())
+
+
+NOT_UTF8 = [b"\xc0\x80", b"\xe0\x80\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xff",
+            b"\xd0", b"\xe2\x82", b"a\x80", b"\xf0\x9f\x98"]
+UTF8 = [b"", "Анна".encode(), "€".encode(), "😀".encode(), "\U0010ffff".encode(), "\ud7ff".encode()]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.tuples(st.integers(0, 17), st.one_of(st.sampled_from(NOT_UTF8 + UTF8), st.binary(max_size=6)),
+                      st.integers(0, 9)).map(lambda t: b"n" * t[0] + t[1] + b"e" * t[2]))
+def test_a_stored_name_that_is_not_utf8_is_refused_by_both_lookups_alike(store, lookup, name):
+    """The compiled lookup checks every string of the record as the reference's decoder does, so
+    a damaged byte even in a field the answer does not show is the same StoreError in both."""
+    with store.env.begin(write=True) as txn:
+        txn.put(b"74951234567", _caller_record(GOOD_HISTORY, {"mos": _answer_naming(name)}), db=store.db["caller"])
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        with pytest.raises(StoreError):
+            lookup(store, "mos", "1234567", NOW, 0, ("crm",))
+    else:
+        assert lookup(store, "mos", "1234567", NOW, 0, ("crm",)) == ("2002", "amocrm", crm("2002").fetched)

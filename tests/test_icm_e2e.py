@@ -14,15 +14,11 @@ from esl_app.service import build_crm_refresher
 from tests.conftest import at
 from tests.crm.fake_crm import FakeServer, OwnerApi
 from tests.fake_freeswitch import Outcome
-from tests.test_outbound_e2e import (Clock, Dialler, field, fake, logs, start_server, wire)  # noqa: F401
+from tests.test_outbound_e2e import (ACME_HEAD, Clock, Dialler, field, fake, logs, start_server,  # noqa: F401
+                                     wire)
 
 D = "acme.example"
-COMPANY = """
-id: acme
-name: Acme Ltd
-country: GB
-timezone: Europe/London
-sip_domain: acme.example
+COMPANY = ACME_HEAD + """\
 employees:
   - {extension: 2001, name: Alice, role: admin}
   - {extension: 2002, name: Bob, mobile: "+447400100002"}

@@ -31,12 +31,16 @@ TIMEOUT = 5.0
 D = "acme.example"
 GW = "sofia/gateway/carrier"
 
-COMPANY = """
+#: The header every end-to-end test company shares (the ICM and referral e2e tests import it).
+ACME_HEAD = """\
 id: acme
 name: Acme Ltd
 country: GB
 timezone: Europe/London
 sip_domain: acme.example
+"""
+
+COMPANY = ACME_HEAD + """\
 defaults: {no_answer_seconds: 20, ring_timeout: 45}
 outbound_caller_id: "+442079460000"
 employees:

@@ -9,16 +9,11 @@ import pytest
 
 from fastpath.records import ReferralInterval
 from tests.conftest import at
-from tests.test_outbound_e2e import (Clock, Dialler, LogWatch, field, logs, start_server,  # noqa: F401
+from tests.test_outbound_e2e import (ACME_HEAD, Clock, Dialler, LogWatch, field, logs, start_server,  # noqa: F401
                                      wire, fake)
 
 D = "acme.example"
-COMPANY = """
-id: acme
-name: Acme Ltd
-country: GB
-timezone: Europe/London
-sip_domain: acme.example
+COMPANY = ACME_HEAD + """\
 referral:
   actions:
     meeting: {action: divert, to: "employee:2010"}

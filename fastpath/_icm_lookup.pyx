@@ -11,8 +11,9 @@ buffer that becomes the LMDB key directly.  Only the answer becomes Python
 objects.
 
 The company's dialling rules (a few KB) are kept per store and company with
-the config generation they were read at; each lookup reads the generation
-(8 bytes) in its snapshot and reads the rules again only when it changed.
+the config generation they were read at; a lookup reads the generation
+(8 bytes) only when its snapshot is a newer one than the last lookup's (LMDB's
+txn id changed), and the rules only when the generation changed.
 The rules are config: ``Store.load_config`` writes them (table ``dial``, one of
 the store's config tables, whose handle the store opens with the others) in
 the transaction that bumps the generation, so this is exact, and it

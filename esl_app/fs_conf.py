@@ -52,6 +52,7 @@ from pathlib import Path
 import phonenumbers
 
 from fastpath import records as rec
+from fastpath.emergency import emergency_pattern
 from fastpath.errors import ConfigError, Problem, SwitchboardError
 
 from .dial_string import clean_caller_name
@@ -419,6 +420,32 @@ def _phone_only_extensions(cid: str, outbound: str, max_call_seconds: int) -> li
     return out
 
 
+def _emergency_extensions(snapshot: StoreSnapshot, gateway: str) -> list[ET.Element]:
+    """Per company, its country's emergency numbers (``fastpath.emergency``, from libphonenumber)
+    dialled by its phones go straight to the carrier gateway: first in the phones' context, so
+    no extension or route shadows them, and never through Switchboard's socket, so they work
+    while Switchboard is down.  The caller ID is the company's outbound number when it has one
+    (the emergency services call that back), else the phone's own."""
+    out = []
+    for cid, conf in sorted(snapshot.companies.items()):
+        pattern = emergency_pattern(conf.company.country)
+        if pattern is None:
+            log.warning("dialplan: libphonenumber knows no emergency numbers for %s (company %s): "
+                        "its phones need an emergency route of the operator's own",
+                        conf.company.country, cid)
+            continue
+        actions = [("log", f"ALERT switchboard: emergency call to $1 from ${{caller_id_number}} "
+                           f"(company {cid}), straight to gateway {gateway}")]
+        if conf.company.outbound_caller_id and _DIGITS.fullmatch(conf.company.outbound_caller_id):
+            actions += [("set", "effective_caller_id_number=${outbound_caller_id_number}"),
+                        ("set", "effective_caller_id_name=${outbound_caller_id_name}")]
+        actions += [("set", "hangup_after_bridge=true"),
+                    ("bridge", f"sofia/gateway/{gateway}/$1")]
+        out.append(_extension(f"{cid}-emergency", [(f"${{{COMPANY_VARIABLE}}}", f"^{re.escape(cid)}$"),
+                                                   ("destination_number", f"^({pattern})$")], actions))
+    return out
+
+
 def _route_extensions(routes: _Routes, outbound: str, max_call_seconds: int, *,
                       with_extensions: bool) -> list[ET.Element]:
     out = []
@@ -611,7 +638,8 @@ def render_files(snapshot: StoreSnapshot, service: ServiceConfig, *,
     if directory_credentials:
         credentials = [_param("gateway-credentials", directory_credentials), _param("auth-scheme", "basic")]
     generated = {
-        "phone-routes": _route_extensions(routes, outbound, max_call_seconds, with_extensions=True),
+        "phone-routes": (_emergency_extensions(snapshot, service.gateway)
+                         + _route_extensions(routes, outbound, max_call_seconds, with_extensions=True)),
         "carrier-routes": _route_extensions(routes, outbound, max_call_seconds, with_extensions=False),
         "fallbacks": [_fallback_extension(fb) for fb in fallbacks],
         "fallback-directory": _fallback_domains(fallbacks),

@@ -25,6 +25,7 @@ from .model import (DIVERT_CONDITIONS, ICM_RING, ICM_SOURCES, NUMBER_MODES, REFE
                     REFERRAL_STATUSES, ROLES, STRATEGIES, WEEKDAYS, IcmStep, ReferralAction,
                     Company, Config, Department, Destination, Diverts, Employee,
                     IvrMenu, Number, Schedule)
+from .emergency import is_emergency
 from .phone import is_known_region, to_e164
 from .yaml_source import DOCUMENT, YamlInt, load_yaml
 
@@ -296,11 +297,16 @@ def _identifier(value: object) -> str:
     return text
 
 
-def _extension(value: object) -> str:
-    """2 to 6 digits; YAML ints are read as written, so 0123 stays '0123'."""
+def _extension(value: object, region: str | None = None) -> str:
+    """2 to 6 digits; YAML ints are read as written, so 0123 stays '0123'.  With the company's
+    ``region`` (for an employee or department of its own), never one of its country's
+    emergency numbers: the dialplan sends those to the carrier before any extension."""
     text = _scalar_text(value)
     if text is None or not _EXTENSION.fullmatch(text):
         raise _Invalid(f"an extension is 2 to 6 digits, got {_describe(value)}")
+    if is_emergency(text, region):
+        raise _Invalid(f"{text} is an emergency number in {region}: phones dialling it reach the emergency "
+                       f"services, so it cannot be an extension")
     return text
 
 
@@ -622,7 +628,7 @@ class _Context:
 
 def _employee(ctx: _Context, fields: _Fields) -> Employee:
     """One employee; a clear ``sip_password`` leaves the model only as its A1 hash."""
-    ext = fields.get("extension", _extension, required=True)
+    ext = fields.get("extension", _extension, ctx.directory.region, required=True)
     ctx.registry.claim("extension", ext, fields.where("extension"))
     name = fields.get("name", _text, required=True)
     role = fields.get("role", _choice, ROLES, default="user")
@@ -776,7 +782,7 @@ def _members(ctx: _Context, fields: _Fields) -> tuple[str, ...]:
 
 
 def _department(ctx: _Context, fields: _Fields) -> Department:
-    ext = fields.get("extension", _extension, required=True)
+    ext = fields.get("extension", _extension, ctx.directory.region, required=True)
     ctx.registry.claim("extension", ext, fields.where("extension"))
     return Department(
         extension=ext,

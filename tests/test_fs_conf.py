@@ -653,3 +653,52 @@ def test_phones_reach_switchboard_with_feature_codes_and_outbound_numbers(render
     assert action_data(actions, "hangup") == ["NORMAL_TEMPORARY_FAILURE"] and action_data(actions, "socket")
     carrier, _ = hunt(contexts(out)[fs_conf.CARRIER_CONTEXT], dialled, {})
     assert carrier == "switchboard-unrouted"          # the carrier reaches company numbers only
+
+
+# --- emergency numbers --------------------------------------------------------------------
+
+@pytest.mark.parametrize("dialled, company", [
+    ("999", "acme"), ("112", "acme"),            # GB
+    ("110", "beta"), ("112", "beta"),            # DE
+    ("113", "gamma"), ("118", "gamma"),          # IT
+])
+def test_emergency_numbers_go_straight_to_the_gateway_never_through_switchboard(rendered, dialled, company):
+    out, _ = rendered
+    name, actions = hunt(contexts(out)[fs_conf.PHONE_CONTEXT], dialled, {fs_conf.COMPANY_VARIABLE: company})
+    assert name == f"{company}-emergency"
+    assert action_data(actions, "bridge") == [f"sofia/gateway/{SERVICE.gateway}/{dialled}"]
+    assert not action_data(actions, "socket") and not action_data(actions, "transfer")
+    assert "hangup_after_bridge=true" in action_data(actions, "set")
+    carrier, _ = hunt(contexts(out)[fs_conf.CARRIER_CONTEXT], dialled, {})
+    assert carrier == "switchboard-unrouted"          # callers from outside never dial out through us
+
+
+@pytest.mark.parametrize("dialled, company", [("911", "acme"), ("999", "beta"), ("110", "acme")])
+def test_another_countrys_emergency_number_is_no_route(rendered, dialled, company):
+    out, _ = rendered
+    name, _ = hunt(contexts(out)[fs_conf.PHONE_CONTEXT], dialled, {fs_conf.COMPANY_VARIABLE: company})
+    assert name == "switchboard-unrouted"
+
+
+def test_emergency_routes_come_first_and_call_back_on_the_companys_number(rendered):
+    out, _ = rendered
+    names = [e.get("name") for e in contexts(out)[fs_conf.PHONE_CONTEXT].iter("extension")]
+    assert names[:3] == ["acme-emergency", "beta-emergency", "gamma-emergency"]
+    _, acme = hunt(contexts(out)[fs_conf.PHONE_CONTEXT], "999", {fs_conf.COMPANY_VARIABLE: "acme"})
+    assert "effective_caller_id_number=${outbound_caller_id_number}" in action_data(acme, "set")
+    _, beta = hunt(contexts(out)[fs_conf.PHONE_CONTEXT], "112", {fs_conf.COMPANY_VARIABLE: "beta"})
+    assert not [s for s in action_data(beta, "set") if s.startswith("effective_caller_id")]   # no company number
+
+
+def test_an_extension_may_not_be_an_emergency_number_of_its_country():
+    from fastpath.emergency import is_emergency
+    assert is_emergency("999", "GB") and is_emergency("112", "DE") and not is_emergency("911", "GB")
+    assert not is_emergency("112", None)
+    with pytest.raises(ConfigError, match=r"employees\[0\]\.extension: 999 is an emergency number in GB"):
+        config_from_yaml("id: a\nname: A\ncountry: GB\ntimezone: Europe/London\n"
+                         "employees:\n  - {extension: 999, name: X}\n")
+    with pytest.raises(ConfigError, match=r"departments\[0\]\.extension: 110 is an emergency number in DE"):
+        config_from_yaml("id: a\nname: A\ncountry: DE\ntimezone: Europe/Berlin\n"
+                         "departments:\n  - {extension: 110, name: X}\n")
+    config_from_yaml("id: a\nname: A\ncountry: GB\ntimezone: Europe/London\n"
+                     "employees:\n  - {extension: 110, name: X}\n")                 # 110 is Germany's

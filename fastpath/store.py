@@ -64,6 +64,12 @@ _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _MAX_KEY = 511                      # LMDB's default key size limit, in bytes
+
+
+def _key(text: str) -> bytes | None:
+    """``text`` as an LMDB key, or None when no such key can exist (empty or over 511 bytes)."""
+    key = text.encode()
+    return key if 0 < len(key) <= _MAX_KEY else None
 MAX_CALLER_DIGITS = 32              # a call-history key is at most this many digits
 
 
@@ -258,9 +264,17 @@ class Store:
             raw = txn.get(rec.live_key(slot), db=self.db["live"])
         return rec.decode_live(raw, slot) if raw is not None else rec.UNKNOWN_LIVE
 
+    def _get(self, table: str, text: str) -> bytes | None:
+        """One record of ``table`` in a snapshot of its own; None if absent or impossible."""
+        key = _key(text)
+        if key is None:
+            return None
+        with self.env.begin() as txn:
+            return txn.get(key, db=self.db[table])
+
     def _slot(self, txn, extension: str) -> int | None:
-        key = extension.encode()
-        if not 0 < len(key) <= _MAX_KEY:                 # no such key can exist
+        key = _key(extension)
+        if key is None:
             return None
         raw = txn.get(key, db=self.db["ext"])
         if raw is None or raw[0] != rec.REC_EMPLOYEE:
@@ -308,11 +322,7 @@ class Store:
 
     def caller(self, phone: str) -> rec.CallerRec | None:
         """Everything kept about caller ``phone`` (E.164 digits): history and cached CRM answers."""
-        key = phone.encode()
-        if not 0 < len(key) <= _MAX_KEY:
-            return None
-        with self.env.begin() as txn:
-            raw = txn.get(key, db=self.db["caller"])
+        raw = self._get("caller", phone)
         return rec.decode_caller(raw) if raw is not None else None
 
     def history(self, phone: str) -> rec.HistoryRec | None:
@@ -322,14 +332,10 @@ class Store:
 
     def employee(self, extension: str) -> rec.EmployeeRec | None:
         """The employee record of ``extension``; None for a department or an unknown extension."""
-        key = extension.encode()
-        if not 0 < len(key) <= _MAX_KEY:
+        raw = self._get("ext", extension)
+        if raw is None or raw[0] != rec.REC_EMPLOYEE:
             return None
-        with self.env.begin() as txn:
-            raw = txn.get(key, db=self.db["ext"])
-            if raw is None or raw[0] != rec.REC_EMPLOYEE:
-                return None
-            return rec.decode_employee(extension, raw)
+        return rec.decode_employee(extension, raw)
 
     def companies(self) -> list[rec.CompanyRec]:
         """Every company of the loaded config, by id."""
@@ -338,11 +344,7 @@ class Store:
 
     def dial_rules(self, company: str) -> bytes | None:
         """The compiled dialling rules of ``company`` (``fastpath.caller_numbers``), None if no such company."""
-        key = company.encode()
-        if not 0 < len(key) <= _MAX_KEY:
-            return None
-        with self.env.begin() as txn:
-            return txn.get(key, db=self.db["dial"])
+        return self._get("dial", company)
 
     def stats(self) -> dict[str, int]:
         """Entries per table and bytes used by the data file."""
@@ -675,26 +677,43 @@ class Store:
 
     def forget_caller(self, phone: str) -> bool:
         """Drop caller ``phone``'s call-history entry (their cached CRM answers stay); False if none."""
+        return self._drop_part(phone, history=True) > 0
+
+    def forget_crm_answers(self, phone: str) -> int:
+        """Drop every company's cached CRM answer about ``phone`` (their history stays); how many."""
+        return self._drop_part(phone, history=False)
+
+    def _drop_part(self, phone: str, *, history: bool) -> int:
+        """One write transaction: drop the history part (``history``) or the CRM answers of the
+        caller's record, deleting the record when nothing is left; how many entries went.  For
+        the history a corrupt record is deleted whole (counted 1); for the answers it is a
+        StoreError, as reading them would be (the history in it is not the cache's to drop)."""
         self._writable()
-        key = phone.encode()
-        if not 0 < len(key) <= _MAX_KEY:
-            return False
+        key = _key(phone)
+        if key is None:
+            return 0
         db = self.db["caller"]
         with self.env.begin(write=True) as txn:
             raw = txn.get(key, db=db)
             if raw is None:
-                return False
-            try:
-                history, answers = rec.caller_parts(raw)
-            except StoreError:
-                return txn.delete(key, db=db)
+                return 0
             if not history:
-                return False
-            if answers:
-                txn.put(key, rec.caller_bytes(b"", answers), db=db)
+                rec.decode_caller(raw)          # unreadable: a StoreError, nothing dropped
+            try:
+                entry, answers = rec.caller_parts(raw)
+            except StoreError:
+                return int(txn.delete(key, db=db))
+            if history:
+                dropped, entry = (1 if entry else 0), b""
+            else:
+                dropped, answers = len(answers), {}
+            if not dropped:
+                return 0
+            if entry or answers:
+                txn.put(key, rec.caller_bytes(entry, answers), db=db)
             else:
                 txn.delete(key, db=db)
-            return True
+            return dropped
 
     def _writable(self) -> None:
         if self.readonly:

@@ -70,11 +70,7 @@ class CrmCache:
 
     def forget_phone(self, phone: str) -> int:
         """Drop what is cached about ``phone`` for every company (a privacy request); returns how many."""
-        known = self.store.caller(phone)
-        if known is None or not known.crm:
-            return 0
-        self.store.put_crm_answers((company, phone, None) for company in known.crm)
-        return len(known.crm)
+        return self.store.forget_crm_answers(phone)
 
     def _walk(self, txn, start: bytes | None):
         """``(phone key, {company: CrmAnswerRec})`` of each caller record from ``start`` on
@@ -96,10 +92,9 @@ class CrmCache:
         now = int(self.clock() if now is None else now)
         out = []
         looked = 0
-        self_resume = self._resume
-        self._resume = None                     # None: start over next time
+        start, self._resume = self._resume, None        # None: start over next time
         with self.store.env.begin() as txn:
-            for key, answers in self._walk(txn, self_resume):
+            for key, answers in self._walk(txn, start):
                 if looked >= scan or len(out) >= limit:
                     self._resume = key
                     break

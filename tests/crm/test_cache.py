@@ -147,8 +147,11 @@ def test_a_privacy_request_forgets_the_caller_for_every_company(store):
     for company in ("mos", "lon"):
         cache.put(company, CALLER, anna(), "2001", now=NOW)
     cache.put("mos", "79161234560", anna(), "2001", now=NOW)
+    store.record_call(CALLER, "2001", NOW, "in")
     assert cache.forget_phone(CALLER) == 2
     assert cache.get("mos", CALLER) is None and cache.get("mos", "79161234560") is not None
+    assert store.history(CALLER).extension == "2001"           # the cache's, not the call history
+    assert cache.forget_phone(CALLER) == 0
 
 
 # --- resolver ---------------------------------------------------------------------------
